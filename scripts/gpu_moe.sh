@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one device script of issue 5 (run on the GPU machine from the repo root):
+# build with CUDA into build-gpu/, run the gpu MoE tests, compute-sanitizer on
+# a small subset, the C++ bench and the torch bf16 peer. Logs go to $OUT.
+# Stages: STAGES="build test sanitize bench torch" (default all).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+STAGES=${STAGES:-"build test sanitize bench torch"}
+BENCH_ARGS=${BENCH_ARGS:-}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+{ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,driver_version --format=csv; git rev-parse HEAD 2>/dev/null; date -u; } | tee "$OUT/env.txt"
+if has build; then
+  cmake -S . -B build-gpu -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
+    cmake --build build-gpu -j16 --target test_kernels megamoe >> "$OUT/build.log" 2>&1
+  rc=$?; echo "build rc=$rc"; if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; fi
+fi
+if has test; then
+  timeout 300 ./build-gpu/tests/test_kernels --gtest_filter="${TEST_FILTER:-GpuMoe.*:*Device*}" 2>&1 | tee "$OUT/test.log" | grep -E "^\[  (FAILED|PASSED|  OK) |Failure|error|Expected|Which is|actual|relative" | head -60
+fi
+if has sanitize; then
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/tests/test_kernels \
+    --gtest_filter='GpuMoe.SmallNvfp4GemvAndMma:GpuMoe.HashRouting:GpuMoe.BadTid2eidSetsErrorFlag:GpuMoe.Mxfp4Weights:GpuMoe.EveryTokenSameExperts:GpuMoe.GraphCaptureReplayMatchesEager' \
+    > "$OUT/sanitizer.log" 2>&1
+  echo "compute-sanitizer rc=$?"; tail -5 "$OUT/sanitizer.log"
+fi
+if has bench; then
+  timeout 300 ./build-gpu/megamoe bench-moe $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+fi
+if has torch; then
+  PYTHONUNBUFFERED=1 timeout 240 python3 tools/bench_torch_moe.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/torch.log"
+fi

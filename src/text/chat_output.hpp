@@ -1,0 +1,66 @@
+// The model's output side: split DeepSeek-V4 completions into reasoning,
+// answer and tool calls (DSML markup), so no markup reaches the user.
+//
+// parse_completion follows the official parse_message_from_completion_text of
+// encoding_dsv4.py (same results, same rejections; tests/text goldens).
+// ChatOutputParser does the same incrementally on streamed text deltas,
+// holding back any text that may be the start of a marker.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace megamoe::text {
+
+struct ToolCall {
+  std::string name;
+  std::string arguments;  // a JSON object, as text
+};
+
+struct ParsedCompletion {
+  bool ok = false;
+  std::string error;  // why the text is not a well-formed completion (when !ok)
+  std::string reasoning_content;
+  std::string content;
+  std::vector<ToolCall> tool_calls;
+};
+
+// `text` is the decoded completion, special tokens included, ending with
+// <｜end▁of▁sentence｜> (or cut off right after a tool-call block). In
+// thinking mode it starts inside the reasoning (the prompt ended in <think>).
+ParsedCompletion parse_completion(std::string_view text, bool thinking);
+
+struct OutputEvent {
+  enum class Kind { kReasoning, kContent, kToolCall, kEnd };
+  Kind kind;
+  std::string text;   // kReasoning / kContent delta
+  ToolCall tool_call; // kToolCall
+};
+
+class ChatOutputParser {
+ public:
+  explicit ChatOutputParser(bool thinking);
+
+  // Feeds the next decoded text delta; returns the events it completes.
+  std::vector<OutputEvent> feed(std::string_view delta);
+
+  // The stream ended (EOS or length). Flushes held-back text that turned out
+  // not to be a marker; an unfinished tool-call block is dropped and reported
+  // by truncated(), never shown as text.
+  std::vector<OutputEvent> finish();
+
+  bool truncated() const { return truncated_; }
+  const std::string& error() const { return error_; }  // a malformed tool-call block
+
+ private:
+  enum class State { kReasoning, kContent, kToolCalls, kDone };
+  void step(std::vector<OutputEvent>& events, bool at_end);
+
+  State state_;
+  std::string buffer_;
+  bool truncated_ = false;
+  std::string error_;
+};
+
+}  // namespace megamoe::text
