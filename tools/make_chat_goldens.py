@@ -5,7 +5,7 @@ with the model in the Hugging Face repo deepseek-ai/DeepSeek-V4-Flash, folder
 encoding/; not part of this project: pass the path of a local copy), plus the
 token ids of every prompt from the Hugging Face `tokenizers` library.
 
-  /work/venv-golden/bin/python tools/make_chat_goldens.py /path/to/encoding_dsv4.py \
+  .venv-fixtures/bin/python tools/make_chat_goldens.py /path/to/encoding_dsv4.py \
       "$(bash scripts/fetch_tokenizer.sh)" tests/data/text/chat_goldens.json
 """
 import copy

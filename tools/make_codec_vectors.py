@@ -10,7 +10,7 @@ Every expected value comes from an official tool, never from megamoe code:
 Output: tests/data/codecs/vectors.json (metadata, case list, array index) and
 tests/data/codecs/vectors.bin (all arrays, little-endian, concatenated).
 
-Run:  /work/venv-golden/bin/python tools/make_codec_vectors.py [--out tests/data/codecs]
+Run:  .venv-fixtures/bin/python tools/make_codec_vectors.py [--out tests/data/codecs]
 Deterministic (fixed seeds); CPU only.
 """
 

@@ -3,7 +3,7 @@
 goldens for the DeepSeek-V4 tokenizer, produced by the Hugging Face
 `tokenizers` library (the oracle the C++ tokenizer must match exactly).
 
-  /work/venv-golden/bin/python tools/make_tokenizer_goldens.py \
+  .venv-fixtures/bin/python tools/make_tokenizer_goldens.py \
       "$(bash scripts/fetch_tokenizer.sh)" tests/data/text/tokenizer_goldens.json
 """
 import json
