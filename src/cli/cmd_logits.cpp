@@ -1,0 +1,54 @@
+// `megamoe logits`: the model's logits for a list of token ids, as a float32
+// [T, V] .npy file, computed by full prefill, chunked prefill or one-token
+// decode steps (all three must agree). Optionally dumps every named
+// intermediate activation as DIR/<name>.npy for layer-by-layer comparisons.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/command.hpp"
+#include "core/npy.hpp"
+#include "model/deepseek_v4/model.hpp"
+#include "runtime/session.hpp"
+#include "runtime/token_ids.hpp"
+
+namespace {
+
+int run_logits(int argc, char** argv) {
+  CLI::App app{"compute logits [T, V] for token ids and write them as a float32 .npy file", argv[0]};
+  std::string model_dir, ids_text, out_path, mode_text = "prefill", dump_dir;
+  app.add_option("--model", model_dir, "checkpoint directory (config.json + safetensors)")->required();
+  app.add_option("--ids", ids_text, "comma-separated token ids, e.g. 3,17,42")->required();
+  app.add_option("--out", out_path, "output .npy file")->required();
+  app.add_option("--mode", mode_text, "prefill | decode | chunked:N");
+  app.add_option("--dump-dir", dump_dir, "write every named activation as DIR/<name>.npy");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::vector<int32_t> ids = megamoe::parse_token_ids(ids_text);
+  const megamoe::LogitsMode mode = megamoe::LogitsMode::parse(mode_text);
+  const auto model = megamoe::dsv4::Model::load(model_dir);
+
+  megamoe::dsv4::DumpFn dump;
+  int64_t call = 0;
+  if (!dump_dir.empty()) {
+    std::filesystem::create_directories(dump_dir);
+    dump = [&](const std::string& name, const megamoe::Shape& shape, std::span<const float> values) {
+      // Modes with several forward calls prefix the call's first position.
+      const std::string file = mode.kind == megamoe::LogitsMode::kPrefill ? name : "call" + std::to_string(call) + "." + name;
+      megamoe::write_npy_f32(std::filesystem::path(dump_dir) / (file + ".npy"), shape, values.data());
+      if (name == "final_norm") ++call;
+    };
+  }
+  const std::vector<float> logits = megamoe::compute_logits(*model, ids, mode, dump ? &dump : nullptr);
+  const int64_t tokens = static_cast<int64_t>(ids.size());
+  megamoe::write_npy_f32(out_path, {tokens, model->config().vocab_size}, logits.data());
+  std::printf("wrote %s: float32 [%lld, %lld] (%s)\n", out_path.c_str(), static_cast<long long>(tokens),
+              static_cast<long long>(model->config().vocab_size), mode_text.c_str());
+  return 0;
+}
+
+const megamoe::cli::Registration kLogits{"logits", "write the logits of token ids as a .npy file", run_logits};
+
+}  // namespace
