@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: build, then run megamoe on the tiny
-# DeepSeek-V4 checkpoint shipped in tests/data.
+# The main job on a fresh machine: build, describe the tiny DeepSeek-V4
+# checkpoint shipped in tests/data, and generate tokens from it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${BUILD_DIR:-$root/build}
 BUILD_DIR=$build_dir bash "$root/scripts/build.sh" "$@"
-"$build_dir/megamoe" version
+model=$root/tests/data/tiny-a-nvfp4
+"$build_dir/megamoe" inspect "$model"
+echo
+echo "megamoe generate --model $model --ids 0,5,7 --max-new-tokens 16"
+"$build_dir/megamoe" generate --model "$model" --ids 0,5,7 --max-new-tokens 16
