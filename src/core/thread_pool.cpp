@@ -47,29 +47,29 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)
   error_ = nullptr;
   ++generation_;
   wake_.notify_all();
-  lock.unlock();
-
-  // The calling thread works too.
-  for (;;) {
-    lock.lock();
-    const size_t begin = next_;
-    next_ = std::min(n, next_ + chunk_);
-    lock.unlock();
-    if (begin >= n) break;
-    try {
-      fn(begin, std::min(n, begin + chunk_));
-    } catch (...) {
-      lock.lock();
-      if (!error_) error_ = std::current_exception();
-      next_ = n;
-      lock.unlock();
-    }
-  }
-  lock.lock();
+  run_chunks(lock);  // the calling thread works too
   --active_;
   done_.wait(lock, [this] { return active_ == 0; });
   job_ = nullptr;
   if (error_) std::rethrow_exception(error_);
+}
+
+void ThreadPool::run_chunks(std::unique_lock<std::mutex>& lock) {
+  const auto* fn = job_;
+  while (next_ < job_n_) {
+    const size_t begin = next_;
+    const size_t end = std::min(job_n_, begin + chunk_);
+    next_ = end;
+    lock.unlock();
+    try {
+      (*fn)(begin, end);
+      lock.lock();
+    } catch (...) {
+      lock.lock();
+      if (!error_) error_ = std::current_exception();
+      next_ = job_n_;  // the other threads stop claiming chunks
+    }
+  }
 }
 
 void ThreadPool::worker_loop() {
@@ -79,24 +79,7 @@ void ThreadPool::worker_loop() {
     wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
     if (stop_) return;
     seen = generation_;
-    const auto* fn = job_;
-    for (;;) {
-      const size_t begin = next_;
-      const size_t n = job_n_;
-      next_ = std::min(n, next_ + chunk_);
-      if (begin >= n) break;
-      const size_t end = std::min(n, begin + chunk_);
-      lock.unlock();
-      try {
-        (*fn)(begin, end);
-      } catch (...) {
-        lock.lock();
-        if (!error_) error_ = std::current_exception();
-        next_ = job_n_;
-        lock.unlock();
-      }
-      lock.lock();
-    }
+    run_chunks(lock);
     if (--active_ == 0) done_.notify_all();
   }
 }

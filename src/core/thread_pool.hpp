@@ -32,6 +32,9 @@ class ThreadPool {
 
  private:
   void worker_loop();
+  // Claims and runs chunks of the current job until none is left; called and
+  // returns with mutex_ held.
+  void run_chunks(std::unique_lock<std::mutex>& lock);
 
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // one parallel_for at a time
