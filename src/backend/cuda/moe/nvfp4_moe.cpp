@@ -1,0 +1,179 @@
+#include "backend/cuda/moe/nvfp4_moe.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/moe/moe_repack.hpp"
+#include "core/error.hpp"
+
+namespace megamoe::cuda {
+namespace {
+
+template <typename T>
+DeviceBuffer upload(std::span<const T> host) {
+  if (host.empty()) return DeviceBuffer();
+  DeviceBuffer buffer(host.size_bytes());
+  buffer.upload(host.data(), host.size_bytes());
+  return buffer;
+}
+
+void check_size(size_t got, size_t want, const char* name) {
+  MEGAMOE_CHECK(got == want, "MoeLayer: weight '", name, "' has ", got, " elements, expected ", want);
+}
+
+}  // namespace
+
+MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c) {
+  MEGAMOE_CHECK(c.hidden > 0 && c.hidden % 64 == 0, "MoeLayer: hidden ", c.hidden, " must be a positive multiple of 64");
+  MEGAMOE_CHECK(c.intermediate > 0 && c.intermediate % 64 == 0, "MoeLayer: intermediate ", c.intermediate,
+                " must be a positive multiple of 64");
+  MEGAMOE_CHECK(c.shared_inter >= 0 && c.shared_inter % 64 == 0, "MoeLayer: shared_inter ", c.shared_inter,
+                " must be a multiple of 64");
+  MEGAMOE_CHECK(c.experts > 0 && c.experts <= 1024, "MoeLayer: experts ", c.experts, " must be in [1, 1024]");
+  MEGAMOE_CHECK(c.top_k > 0 && c.top_k <= std::min(32, c.experts), "MoeLayer: top_k ", c.top_k,
+                " must be in [1, min(32, experts)]");
+  MEGAMOE_CHECK(c.max_tokens > 0, "MoeLayer: max_tokens must be > 0");
+  const size_t D = c.hidden, I = c.intermediate, E = c.experts, Is = c.shared_inter, k = c.top_k;
+  const size_t G = c.format == ExpertFormat::kMxfp4 ? 32 : 16;
+  check_size(w.gate.size(), E * D, "gate");
+  MEGAMOE_CHECK(w.bias.empty() || w.bias.size() == E, "MoeLayer: bias has ", w.bias.size(), " values, expected ", E);
+  MEGAMOE_CHECK(w.tid2eid.size() % k == 0, "MoeLayer: tid2eid size is not a multiple of top_k");
+  check_size(w.w1.size(), E * I * D / 2, "w1");
+  check_size(w.w3.size(), E * I * D / 2, "w3");
+  check_size(w.w2.size(), E * D * I / 2, "w2");
+  check_size(w.s1.size(), E * I * D / G, "w1 scales");
+  check_size(w.s3.size(), E * I * D / G, "w3 scales");
+  check_size(w.s2.size(), E * D * I / G, "w2 scales");
+  std::vector<float> ones(E, 1.0f);
+  std::span<const float> g1 = w.g1, g3 = w.g3, g2 = w.g2;
+  if (c.format == ExpertFormat::kMxfp4) {
+    MEGAMOE_CHECK(g1.empty() && g3.empty() && g2.empty(), "MoeLayer: MXFP4 experts take no global scales");
+    g1 = g3 = g2 = ones;
+  }
+  check_size(g1.size(), E, "w1 global scale");
+  check_size(g3.size(), E, "w3 global scale");
+  check_size(g2.size(), E, "w2 global scale");
+  check_size(w.shared_w1.size(), Is * D, "shared w1");
+  check_size(w.shared_w3.size(), Is * D, "shared w3");
+  check_size(w.shared_w2.size(), D * Is, "shared w2");
+
+  vocab_ = static_cast<int>(w.tid2eid.size() / k);
+  hashed_ = !w.tid2eid.empty();
+  has_bias_ = !w.bias.empty();
+  gate_ = upload(w.gate);
+  bias_ = upload(w.bias);
+  tid2eid_ = upload(w.tid2eid);
+  // Repack the 4-bit experts into the fragment layout (kernels/moe/moe_params.hpp).
+  auto put = [&](std::span<const uint8_t> q, std::span<const uint8_t> s, std::span<const float> g, int rows, int cols,
+                 const char* name, DeviceBuffer& wq, DeviceBuffer& sq, DeviceBuffer& gq) {
+    const RepackedMatrix r = repack_fp4_matrix(q, s, c.format == ExpertFormat::kMxfp4 ? std::span<const float>() : g,
+                                               c.experts, rows, cols, c.format, name);
+    wq = upload(std::span<const uint32_t>(r.codes));
+    sq = upload(std::span<const uint16_t>(r.scales));
+    gq = upload(std::span<const float>(r.epilogue));
+  };
+  put(w.w1, w.s1, g1, c.intermediate, c.hidden, "w1", w1_, s1_, g1_);
+  put(w.w3, w.s3, g3, c.intermediate, c.hidden, "w3", w3_, s3_, g3_);
+  put(w.w2, w.s2, g2, c.hidden, c.intermediate, "w2", w2_, s2_, g2_);
+  if (c.shared_inter > 0) {
+    sf1_ = upload(std::span<const uint32_t>(repack_bf16_matrix(w.shared_w1, c.shared_inter, c.hidden)));
+    sf3_ = upload(std::span<const uint32_t>(repack_bf16_matrix(w.shared_w3, c.shared_inter, c.hidden)));
+    sf2_ = upload(std::span<const uint32_t>(repack_bf16_matrix(w.shared_w2, c.hidden, c.shared_inter)));
+  }
+  sw1_ = upload(w.shared_w1), sw3_ = upload(w.shared_w3), sw2_ = upload(w.shared_w2);
+
+  const size_t T = c.max_tokens, pairs = T * (k + 1), hs = std::max(I, Is);
+  scores_ = DeviceBuffer(T * E * sizeof(float));
+  topk_ids_ = DeviceBuffer(T * k * sizeof(int32_t));
+  topk_w_ = DeviceBuffer(T * k * sizeof(float));
+  perm_ = DeviceBuffer(pairs * sizeof(int32_t));
+  tile_expert_ = DeviceBuffer(pairs * sizeof(int32_t));
+  tile_begin_ = DeviceBuffer(pairs * sizeof(int32_t));
+  tile_count_ = DeviceBuffer(pairs * sizeof(int32_t));
+  n_tiles_ = DeviceBuffer(sizeof(int32_t));
+  h_ = DeviceBuffer(pairs * hs * sizeof(uint16_t));
+  rows_ = DeviceBuffer(pairs * D * sizeof(float));
+  error_flag_ = DeviceBuffer(sizeof(int32_t));
+  MEGAMOE_CUDA_CHECK(cudaMemset(error_flag_.get(), 0, sizeof(int32_t)));
+  MEGAMOE_CUDA_CHECK(cudaMemset(n_tiles_.get(), 0, sizeof(int32_t)));
+}
+
+MoePath MoeLayer::choose_path(int tokens, MoePath path) const {
+  if (path != MoePath::kAuto) return path;
+  // Tensor-core GEMV up to T = 256 (measured 2.7-3x faster than the WMMA path
+  // at T = 64 and 256, equal at T = 4096 uniform, 13% slower at 4096 skewed:
+  // kernels/moe/NOTES.md).
+  return tokens <= 256 ? MoePath::kGemv : MoePath::kMma;
+}
+
+std::string MoeLayer::describe_path(int tokens, MoePath path) const {
+  return choose_path(tokens, path) == MoePath::kGemv
+             ? str_cat("tc-gemv(tile_m=", kernels::moe_gemv_tile_m(), ")")
+             : str_cat("wmma(", kernels::moe_mma_tile_m(), "x64x64)");
+}
+
+size_t MoeLayer::expert_bytes() const {
+  const size_t D = config_.hidden, I = config_.intermediate;
+  const size_t G = config_.format == ExpertFormat::kMxfp4 ? 32 : 16;
+  return 3 * (I * D / 2 + I * D / G);
+}
+
+size_t MoeLayer::shared_bytes() const { return 3 * static_cast<size_t>(config_.shared_inter) * config_.hidden * 2; }
+
+kernels::MoeParams MoeLayer::params(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y,
+                                    float* y_f32, MoePath path) const {
+  const MoeLayerConfig& c = config_;
+  kernels::MoeParams p;
+  p.hidden = c.hidden, p.intermediate = c.intermediate, p.shared_inter = c.shared_inter;
+  p.experts = c.experts, p.top_k = c.top_k, p.tokens = tokens, p.vocab = vocab_;
+  p.routed_scaling = c.routed_scaling, p.swiglu_limit = c.swiglu_limit, p.format = c.format;
+  const bool gemv = choose_path(tokens, path) == MoePath::kGemv;
+  p.tile_m = gemv ? kernels::moe_gemv_tile_m() : kernels::moe_mma_tile_m();
+  // Tiles: routed sum_e ceil(c_e/m) <= ceil(Tk/m) + min(E, Tk); shared ceil(T/m).
+  const long long Tk = static_cast<long long>(tokens) * c.top_k;
+  const long long bound = (Tk + p.tile_m - 1) / p.tile_m + std::min<long long>(c.experts, Tk) +
+                          (c.shared_inter > 0 ? (tokens + p.tile_m - 1) / p.tile_m : 0);
+  p.max_tiles = static_cast<int>(std::min<long long>(bound, static_cast<long long>(tokens) * (c.top_k + 1)));
+  p.gate = gate_.as<uint16_t>(), p.bias = has_bias_ ? bias_.as<float>() : nullptr;
+  p.tid2eid = hashed_ ? tid2eid_.as<int32_t>() : nullptr, p.token_ids = token_ids;
+  p.w1 = w1_.as<uint32_t>(), p.w3 = w3_.as<uint32_t>(), p.w2 = w2_.as<uint32_t>();
+  p.s1 = s1_.as<uint16_t>(), p.s3 = s3_.as<uint16_t>(), p.s2 = s2_.as<uint16_t>();
+  p.sf1 = sf1_.as<uint32_t>(), p.sf3 = sf3_.as<uint32_t>(), p.sf2 = sf2_.as<uint32_t>();
+  p.g1 = g1_.as<float>(), p.g3 = g3_.as<float>(), p.g2 = g2_.as<float>();
+  p.sw1 = sw1_.as<uint16_t>(), p.sw3 = sw3_.as<uint16_t>(), p.sw2 = sw2_.as<uint16_t>();
+  p.x = x, p.scores = scores_.as<float>(), p.topk_ids = topk_ids_.as<int32_t>(), p.topk_w = topk_w_.as<float>();
+  p.perm_pairs = perm_.as<int32_t>(), p.tile_expert = tile_expert_.as<int32_t>();
+  p.tile_begin = tile_begin_.as<int32_t>(), p.tile_count = tile_count_.as<int32_t>(), p.n_tiles = n_tiles_.as<int32_t>();
+  p.h = h_.as<uint16_t>(), p.rows = rows_.as<float>(), p.y = y, p.y_f32 = y_f32, p.error_flag = error_flag_.as<int32_t>();
+  return p;
+}
+
+void MoeLayer::forward(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
+                       cudaStream_t stream, MoePath path) const {
+  MEGAMOE_CHECK(tokens >= 0 && tokens <= config_.max_tokens, "MoeLayer::forward: ", tokens,
+                " tokens is outside [0, max_tokens=", config_.max_tokens, "]");
+  MEGAMOE_CHECK(x != nullptr && (y != nullptr || y_f32 != nullptr), "MoeLayer::forward: null input or output");
+  MEGAMOE_CHECK(!hashed_ || token_ids != nullptr, "MoeLayer::forward: a hash-routed layer needs token ids");
+  if (tokens == 0) return;
+  const kernels::MoeParams p = params(x, token_ids, tokens, y, y_f32, path);
+  kernels::launch_moe_route(p, stream);
+  MEGAMOE_CUDA_CHECK_LAUNCH(stream);
+  if (choose_path(tokens, path) == MoePath::kGemv)
+    kernels::launch_moe_gemv(p, stream);
+  else
+    kernels::launch_moe_mma(p, stream);
+  MEGAMOE_CUDA_CHECK_LAUNCH(stream);
+  kernels::launch_moe_combine(p, stream);
+  MEGAMOE_CUDA_CHECK_LAUNCH(stream);
+}
+
+bool MoeLayer::take_error_flag(cudaStream_t stream) const {
+  int32_t flag = 0;
+  MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(&flag, error_flag_.get(), sizeof(flag), cudaMemcpyDeviceToHost, stream));
+  MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  MEGAMOE_CUDA_CHECK(cudaMemsetAsync(error_flag_.get(), 0, sizeof(flag), stream));
+  return flag != 0;
+}
+
+}  // namespace megamoe::cuda

@@ -1,0 +1,90 @@
+// Host side of the fused NVFP4/MXFP4 MoE forward on sm_90a (issue 5): uploads
+// one layer's weights once, repacked into the tensor-core fragment layout
+// (moe_repack.hpp; the bf16 shared expert is kept in both its natural and its
+// fragment order), allocates
+// every workspace for max_tokens at construction, and runs a forward as five
+// launches on one stream with no allocation and no host synchronisation
+// (CUDA-graph capturable):
+//   router scores -> top-k/hash + permutation + tiles -> GEMM1+SwiGLU -> GEMM2 -> combine.
+// Decode sizes use the GEMV path, prefill sizes the tensor-core path
+// (kernels/moe/NOTES.md). Tested by tests/kernels/test_sm90_nvfp4_moe.cpp.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "backend/cuda/device.hpp"
+#include "kernels/moe/moe_params.hpp"
+
+namespace megamoe::cuda {
+
+using kernels::ExpertFormat;
+
+struct MoeLayerConfig {
+  int hidden = 0;        // D, multiple of 64
+  int intermediate = 0;  // I, multiple of 64
+  int shared_inter = 0;  // I_s (multiple of 64), 0 = no shared expert
+  int experts = 0;       // E <= 1024
+  int top_k = 0;         // k <= min(32, E)
+  int max_tokens = 0;    // largest T of any forward (sizes the workspace)
+  float routed_scaling = 1.0f;
+  float swiglu_limit = 10.0f;
+  ExpertFormat format = ExpertFormat::kNvfp4;
+};
+
+// Host copies of the layer's tensors in their checkpoint formats.
+struct MoeHostWeights {
+  std::span<const uint16_t> gate;     // [E, D] bf16 bits
+  std::span<const float> bias;        // [E] or empty
+  std::span<const int32_t> tid2eid;   // [V, k] or empty (learned routing)
+  std::span<const uint8_t> w1, w3;    // [E, I, D/2] packed E2M1
+  std::span<const uint8_t> w2;        // [E, D, I/2]
+  std::span<const uint8_t> s1, s3;    // [E, I, D/G] E4M3 (G=16) or E8M0 (G=32)
+  std::span<const uint8_t> s2;        // [E, D, I/G]
+  std::span<const float> g1, g3, g2;  // [E] global scales (NVFP4); empty for MXFP4
+  std::span<const uint16_t> shared_w1, shared_w3;  // [I_s, D] bf16 bits
+  std::span<const uint16_t> shared_w2;             // [D, I_s] bf16 bits
+};
+
+enum class MoePath { kAuto, kGemv, kMma };
+
+class MoeLayer {
+ public:
+  MoeLayer(const MoeLayerConfig& config, const MoeHostWeights& weights);
+
+  // x [T, D] bf16 (device), token_ids [T] int32 (device; hash layers only,
+  // else may be null), outputs y [T, D] bf16 and/or y_f32 [T, D] (device; one
+  // may be null). Enqueues on `stream`; never synchronises or allocates.
+  void forward(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
+               cudaStream_t stream, MoePath path = MoePath::kAuto) const;
+
+  // Reads and clears the sticky device error flag (set by a token id or
+  // tid2eid entry out of range). Synchronises the stream: not for the hot path.
+  bool take_error_flag(cudaStream_t stream) const;
+
+  // The path and tile shape a forward of `tokens` uses, e.g. "gemv(tile_m=4)".
+  std::string describe_path(int tokens, MoePath path = MoePath::kAuto) const;
+  MoePath choose_path(int tokens, MoePath path) const;
+
+  const MoeLayerConfig& config() const { return config_; }
+  // Device views of the last forward's routing ([T, k]), for tests.
+  const int32_t* topk_ids() const { return topk_ids_.as<int32_t>(); }
+  const float* topk_weights() const { return topk_w_.as<float>(); }
+  // Bytes of routed-expert weights+scales one expert holds (all three matrices).
+  size_t expert_bytes() const;
+  size_t shared_bytes() const;
+
+ private:
+  kernels::MoeParams params(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
+                            MoePath path) const;
+
+  MoeLayerConfig config_;
+  int vocab_ = 0;
+  bool has_bias_ = false, hashed_ = false;
+  DeviceBuffer gate_, bias_, tid2eid_, w1_, w3_, w2_, s1_, s3_, s2_, g1_, g3_, g2_, sw1_, sw3_, sw2_, sf1_, sf3_, sf2_;
+  DeviceBuffer scores_, topk_ids_, topk_w_, perm_, tile_expert_, tile_begin_, tile_count_, n_tiles_, h_, rows_,
+      error_flag_;
+};
+
+}  // namespace megamoe::cuda

@@ -1,0 +1,433 @@
+// GPU MoE forward (src/backend/cuda/moe/nvfp4_moe.hpp) against the CPU
+// reference (src/backend/cpu/moe.hpp) with the GPU's roundings emulated
+// (bf16 x, h rounded to bf16 before w2). FP4 x scale products are exact in
+// bf16, so the only differences are fp32 summation order, where the FP32
+// global scale is applied, and libm ulps; the stated tolerance is
+//   ||y_gpu - y_cpu|| / ||y_cpu|| <= 6e-4 (seen: <= 3.2e-4 at the Pro shape;
+// the residue is h values whose bf16 rounding flips because the fp32 sums run
+// in another order; a wrong index or scale gives O(1) errors)
+// and the bf16 output must equal the fp32 output rounded to bf16.
+// Routing is checked separately: same experts as the CPU, except between
+// candidates whose biased scores are within 1e-5 (a legitimate fp32 near-tie),
+// and weights within 1e-5 relative.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "backend/cpu/moe.hpp"
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/moe/nvfp4_moe.hpp"
+#include "core/block_quant.hpp"
+#include "core/error.hpp"
+#include "core/float_formats.hpp"
+#include "gpu_test.hpp"
+
+namespace {
+
+using megamoe::cuda::ExpertFormat;
+using megamoe::cuda::MoeLayer;
+using megamoe::cuda::MoeLayerConfig;
+using megamoe::cuda::MoePath;
+
+struct Case {
+  int D = 128, I = 64, E = 8, k = 2, Is = 64, T = 7;
+  ExpertFormat format = ExpertFormat::kNvfp4;
+  bool bias = true, hash = false, skew = false;
+  bool random_bytes = false;  // large shapes: random codes/scales instead of the quantizer
+  bool all_scales = false;    // NVFP4 scales drawn from every non-NaN E4M3 byte (signs, zeros, subnormals)
+  uint32_t seed = 1;
+};
+
+// splitmix64: fast deterministic fill for large random byte tensors.
+uint64_t mix(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void parallel_fill(std::vector<uint8_t>& v, uint64_t seed, uint8_t lo, uint8_t hi) {
+  const size_t n = v.size(), threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (size_t w = 0; w < threads; ++w)
+    pool.emplace_back([&, w] {
+      for (size_t i = w * n / threads; i < (w + 1) * n / threads; ++i) {
+        const uint8_t r = static_cast<uint8_t>(mix(seed * 1000003ull + i));
+        v[i] = hi == 0xff && lo == 0 ? r : static_cast<uint8_t>(lo + r % (hi - lo + 1));
+      }
+    });
+  for (auto& t : pool) t.join();
+}
+
+struct Problem {
+  Case c;
+  MoeLayerConfig config;
+  std::vector<uint16_t> gate_bf16, sw1, sw3, sw2;
+  std::vector<float> gate_f32, bias, sw1_f, sw3_f, sw2_f;
+  std::vector<int32_t> tid2eid;
+  std::vector<uint8_t> w1, w3, w2, s1, s3, s2;
+  std::vector<float> g1, g3, g2;
+  int vocab = 0;
+
+  megamoe::cuda::MoeHostWeights host() const {
+    megamoe::cuda::MoeHostWeights w;
+    w.gate = gate_bf16, w.bias = bias, w.tid2eid = tid2eid;
+    w.w1 = w1, w.w3 = w3, w.w2 = w2, w.s1 = s1, w.s3 = s3, w.s2 = s2;
+    w.g1 = g1, w.g3 = g3, w.g2 = g2;
+    w.shared_w1 = sw1, w.shared_w3 = sw3, w.shared_w2 = sw2;
+    return w;
+  }
+
+  // Dequantized expert e through the codecs (the CPU oracle's weights).
+  void dequantize(int64_t e, std::vector<float>& o1, std::vector<float>& o3, std::vector<float>& o2) const {
+    const int64_t D = c.D, I = c.I, G = c.format == ExpertFormat::kMxfp4 ? 32 : 16;
+    o1.resize(I * D), o3.resize(I * D), o2.resize(D * I);
+    auto one = [&](const std::vector<uint8_t>& q, const std::vector<uint8_t>& s, const std::vector<float>& g,
+                   int64_t rows, int64_t cols, std::vector<float>& out) {
+      const uint8_t* qp = q.data() + e * rows * cols / 2;
+      const uint8_t* sp = s.data() + e * rows * cols / G;
+      if (c.format == ExpertFormat::kMxfp4) megamoe::dequantize_mxfp4(qp, sp, rows, cols, out.data());
+      else megamoe::dequantize_nvfp4(qp, sp, g[e], rows, cols, out.data());
+    };
+    one(w1, s1, g1, I, D, o1);
+    one(w3, s3, g3, I, D, o3);
+    one(w2, s2, g2, D, I, o2);
+  }
+
+  megamoe::cpu::MoeWeights cpu_weights() const {
+    megamoe::cpu::MoeWeights w;
+    w.dims = megamoe::cpu::MoeDims{c.D, c.I, c.E, c.k, c.Is, config.routed_scaling, config.swiglu_limit};
+    w.gate = gate_f32, w.bias = bias, w.tid2eid = tid2eid;
+    w.load_expert = [this](int64_t e, std::vector<float>& a, std::vector<float>& b, std::vector<float>& d) {
+      dequantize(e, a, b, d);
+    };
+    w.shared_w1 = sw1_f, w.shared_w3 = sw3_f, w.shared_w2 = sw2_f;
+    return w;
+  }
+};
+
+void random_bf16(std::mt19937& rng, size_t n, float scale, std::vector<uint16_t>& bits, std::vector<float>& vals) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  bits.resize(n), vals.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    bits[i] = megamoe::f32_to_bf16(dist(rng));
+    vals[i] = megamoe::bf16_to_f32(bits[i]);
+  }
+}
+
+void quantize_experts(std::mt19937& rng, const Case& c, int64_t rows, int64_t cols, float scale,
+                      std::vector<uint8_t>& q, std::vector<uint8_t>& s, std::vector<float>& g) {
+  const int64_t G = c.format == ExpertFormat::kMxfp4 ? 32 : 16;
+  q.resize(c.E * rows * cols / 2), s.resize(c.E * rows * cols / G);
+  if (c.random_bytes || c.all_scales || c.format == ExpertFormat::kMxfp4) {
+    parallel_fill(q, rng(), 0, 0xff);
+    if (c.format == ExpertFormat::kMxfp4) {
+      // 2^-2 .. 2^0 times 1/sqrt(K): E8M0 bytes around 127 - 2 - log2(sqrt(K)).
+      const int base = 127 - 2 - static_cast<int>(std::log2(std::sqrt(double(cols))));
+      parallel_fill(s, rng(), static_cast<uint8_t>(base - 2), static_cast<uint8_t>(base));
+    } else {
+      parallel_fill(s, rng(), 0x30, 0x40);  // E4M3 0.5 .. 2
+      if (c.all_scales) {
+        parallel_fill(s, rng(), 0, 0xff);
+        for (auto& b : s)
+          if ((b & 0x7f) == 0x7f) b = (b & 0x80) ? 0x80 : 0x00;  // NaN -> (-)zero: zeroed groups
+      }
+      g.assign(c.E, 0.0f);
+      for (auto& v : g) v = scale * (0.5f + std::uniform_real_distribution<float>(0, 1)(rng)) / 4.0f;
+    }
+    return;
+  }
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> w(rows * cols);
+  g.assign(c.E, 0.0f);
+  for (int64_t e = 0; e < c.E; ++e) {
+    for (auto& v : w) v = dist(rng);
+    const megamoe::Nvfp4Tensor t = megamoe::quantize_nvfp4_weight(w.data(), rows, cols);
+    std::memcpy(q.data() + e * rows * cols / 2, t.packed.data(), t.packed.size());
+    std::memcpy(s.data() + e * rows * cols / 16, t.block_scales.data(), t.block_scales.size());
+    g[e] = t.global_scale;
+  }
+}
+
+Problem make_problem(const Case& c, int max_tokens) {
+  std::mt19937 rng(c.seed);
+  Problem p;
+  p.c = c;
+  p.config = MoeLayerConfig{c.D, c.I, c.Is, c.E, c.k, max_tokens, 1.5f, 10.0f, c.format};
+  random_bf16(rng, size_t(c.E) * c.D, 1.0f / std::sqrt(float(c.D)), p.gate_bf16, p.gate_f32);
+  if (c.bias) {
+    std::normal_distribution<float> dist(0.0f, 0.1f);
+    p.bias.resize(c.E);
+    for (auto& b : p.bias) b = dist(rng);
+    if (c.skew)  // every token picks experts 0..k-1
+      for (int e = 0; e < c.k; ++e) p.bias[e] = 100.0f;
+  }
+  if (c.hash) {
+    p.vocab = 97;
+    for (int v = 0; v < p.vocab; ++v)
+      for (int j = 0; j < c.k; ++j) p.tid2eid.push_back((v * 7 + j * 3) % c.E);
+  }
+  const float ws = 2.0f / std::sqrt(float(c.D)), ws2 = 1.0f / std::sqrt(float(c.I));
+  quantize_experts(rng, c, c.I, c.D, ws, p.w1, p.s1, p.g1);
+  quantize_experts(rng, c, c.I, c.D, ws, p.w3, p.s3, p.g3);
+  quantize_experts(rng, c, c.D, c.I, ws2, p.w2, p.s2, p.g2);
+  if (c.format == ExpertFormat::kMxfp4) p.g1.clear(), p.g3.clear(), p.g2.clear();
+  random_bf16(rng, size_t(c.Is) * c.D, ws, p.sw1, p.sw1_f);
+  random_bf16(rng, size_t(c.Is) * c.D, ws, p.sw3, p.sw3_f);
+  random_bf16(rng, size_t(c.D) * c.Is, 1.0f / std::sqrt(float(std::max(c.Is, 1))), p.sw2, p.sw2_f);
+  return p;
+}
+
+struct GpuRun {
+  std::vector<float> y_f32;
+  std::vector<uint16_t> y_bf16;
+  std::vector<int32_t> ids;
+  std::vector<float> weights;
+};
+
+struct DeviceInputs {
+  megamoe::cuda::DeviceBuffer x, tokens, y, yf;
+  DeviceInputs(int T, int D) : x(size_t(T) * D * 2), tokens(size_t(T) * 4), y(size_t(T) * D * 2), yf(size_t(T) * D * 4) {}
+};
+
+GpuRun download(const MoeLayer& layer, DeviceInputs& in, int T, int D, int k) {
+  GpuRun r;
+  r.y_f32.resize(size_t(T) * D), r.y_bf16.resize(size_t(T) * D), r.ids.resize(size_t(T) * k), r.weights.resize(size_t(T) * k);
+  in.yf.download(r.y_f32.data(), r.y_f32.size() * 4);
+  in.y.download(r.y_bf16.data(), r.y_bf16.size() * 2);
+  MEGAMOE_CUDA_CHECK(cudaMemcpy(r.ids.data(), layer.topk_ids(), r.ids.size() * 4, cudaMemcpyDeviceToHost));
+  MEGAMOE_CUDA_CHECK(cudaMemcpy(r.weights.data(), layer.topk_weights(), r.weights.size() * 4, cudaMemcpyDeviceToHost));
+  return r;
+}
+
+// Runs one case on the GPU and checks it against the CPU reference.
+void check_case(const Case& c, MoePath path) {
+  const Problem p = make_problem(c, c.T);
+  const MoeLayer layer(p.config, p.host());
+  std::mt19937 rng(c.seed + 100);
+  std::vector<uint16_t> xb;
+  std::vector<float> xf;
+  random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
+  std::vector<int32_t> tokens(c.T);
+  for (int t = 0; t < c.T; ++t) tokens[t] = (t * 31 + 5) % std::max(p.vocab, 1);
+
+  DeviceInputs in(c.T, c.D);
+  in.x.upload(xb.data(), xb.size() * 2);
+  in.tokens.upload(tokens.data(), tokens.size() * 4);
+  MEGAMOE_CUDA_CHECK(cudaMemset(in.yf.get(), 0xff, in.yf.size()));  // poison: NaN
+  megamoe::cuda::Stream stream;
+  layer.forward(in.x.as<uint16_t>(), in.tokens.as<int32_t>(), c.T, in.y.as<uint16_t>(), in.yf.as<float>(),
+                stream.get(), path);
+  stream.synchronize();
+  EXPECT_FALSE(layer.take_error_flag(stream.get()));
+  const GpuRun g = download(layer, in, c.T, c.D, c.k);
+
+  // Routing against the CPU.
+  const megamoe::cpu::MoeWeights cw = p.cpu_weights();
+  const megamoe::cpu::Routing want = megamoe::cpu::moe_route(cw, xf, tokens, c.T);
+  for (int t = 0; t < c.T; ++t) {
+    for (int j = 0; j < c.k; ++j) {
+      const int i = t * c.k + j;
+      if (g.ids[i] == want.experts[i]) {
+        EXPECT_NEAR(g.weights[i], want.weights[i], 1e-5 * std::abs(want.weights[i]) + 1e-7) << "token " << t;
+        continue;
+      }
+      ASSERT_FALSE(c.hash) << "hash routing must match exactly (token " << t << ")";
+      // Only a near-tie may differ: recompute both candidates' biased scores.
+      auto biased = [&](int e) {
+        double acc = 0;
+        for (int d = 0; d < c.D; ++d) acc += double(p.gate_f32[size_t(e) * c.D + d]) * xf[size_t(t) * c.D + d];
+        return std::sqrt(std::log1p(std::exp(acc))) + (p.bias.empty() ? 0.0 : p.bias[e]);
+      };
+      EXPECT_NEAR(biased(g.ids[i]), biased(want.experts[i]), 1e-5) << "token " << t << " slot " << j;
+    }
+  }
+  // Expert math with the GPU's routing, roundings emulated.
+  megamoe::cpu::Routing used{c.T, c.k, g.ids, g.weights};
+  megamoe::cpu::MoeOptions opt;
+  opt.round_input_bf16 = true;
+  opt.round_hidden_bf16 = true;
+  std::vector<float> y_ref(size_t(c.T) * c.D);
+  megamoe::cpu::moe_forward_routed(cw, xf, used, y_ref, opt);
+  double num = 0, den = 0;
+  size_t bad_bf16 = 0;
+  for (size_t i = 0; i < y_ref.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(g.y_f32[i])) << "output " << i << " not written or not finite";
+    num += (double(g.y_f32[i]) - y_ref[i]) * (double(g.y_f32[i]) - y_ref[i]);
+    den += double(y_ref[i]) * y_ref[i];
+    if (g.y_bf16[i] != megamoe::f32_to_bf16(g.y_f32[i])) ++bad_bf16;
+  }
+  ASSERT_GT(den, 0.0);
+  EXPECT_LT(std::sqrt(num / den), 6e-4) << "relative L2 error vs CPU reference";
+  EXPECT_EQ(bad_bf16, 0u);
+}
+
+class GpuMoe : public ::testing::Test {
+ protected:
+  void SetUp() override { MEGAMOE_REQUIRE_GPU(); }
+};
+
+TEST_F(GpuMoe, SmallNvfp4GemvAndMma) {
+  Case c;
+  check_case(c, MoePath::kGemv);
+  check_case(c, MoePath::kMma);
+}
+TEST_F(GpuMoe, SingleToken) {
+  Case c;
+  c.T = 1;
+  check_case(c, MoePath::kGemv);
+  check_case(c, MoePath::kMma);
+}
+TEST_F(GpuMoe, ManyTokensNotTileMultiple) {
+  Case c;
+  c.T = 133, c.E = 16, c.k = 3, c.D = 192, c.I = 128, c.Is = 128;
+  check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kGemv);
+}
+TEST_F(GpuMoe, ExpertsWithZeroTokensAndNoShared) {
+  Case c;
+  c.E = 32, c.k = 2, c.T = 3, c.Is = 0;
+  check_case(c, MoePath::kGemv);
+  check_case(c, MoePath::kMma);
+}
+TEST_F(GpuMoe, EveryTokenSameExperts) {
+  Case c;
+  c.skew = true, c.T = 100, c.E = 16, c.k = 4;
+  check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kGemv);
+}
+TEST_F(GpuMoe, HashRouting) {
+  Case c;
+  c.hash = true, c.bias = false, c.T = 9, c.E = 12, c.k = 3;
+  check_case(c, MoePath::kGemv);
+  check_case(c, MoePath::kMma);
+}
+TEST_F(GpuMoe, Mxfp4Weights) {
+  Case c;
+  c.format = ExpertFormat::kMxfp4, c.T = 11;
+  check_case(c, MoePath::kGemv);
+  check_case(c, MoePath::kMma);
+}
+// The repacked layout re-encodes block scales relative to the matrix's largest
+// one and flips code signs for negative scales: every E4M3 byte (zero,
+// subnormal, negative, 448) must still give the dequantized reference.
+TEST_F(GpuMoe, EveryE4m3ScaleByte) {
+  Case c;
+  c.all_scales = true, c.T = 19, c.D = 256, c.I = 128;
+  check_case(c, MoePath::kGemv);
+  check_case(c, MoePath::kMma);
+}
+// More than 8 (and more than one tile of 64) pairs per expert on the decode
+// path: n-tile loop re-using the decoded A fragments, several tiles per expert.
+TEST_F(GpuMoe, DecodePathManyPairsPerExpert) {
+  Case c;
+  c.skew = true, c.T = 70, c.E = 8, c.k = 2, c.D = 256, c.I = 192, c.Is = 128;
+  check_case(c, MoePath::kGemv);
+}
+
+TEST_F(GpuMoe, FlashShape) {
+  Case c;
+  c.D = 4096, c.I = 2048, c.E = 256, c.k = 6, c.Is = 2048, c.random_bytes = true, c.T = 5;
+  check_case(c, MoePath::kAuto);
+  c.T = 70;
+  check_case(c, MoePath::kAuto);
+}
+TEST_F(GpuMoe, ProShape) {
+  Case c;
+  c.D = 7168, c.I = 3072, c.E = 384, c.k = 6, c.Is = 3072, c.random_bytes = true, c.T = 3;
+  check_case(c, MoePath::kAuto);
+}
+TEST_F(GpuMoe, ProShapeMxfp4Prefill) {
+  Case c;
+  c.D = 7168, c.I = 3072, c.E = 384, c.k = 6, c.Is = 3072, c.format = ExpertFormat::kMxfp4, c.T = 72;
+  check_case(c, MoePath::kMma);
+}
+
+TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
+  Case c;
+  c.T = 13;
+  const Problem p = make_problem(c, c.T);
+  const MoeLayer layer(p.config, p.host());
+  DeviceInputs in(c.T, c.D);
+  megamoe::cuda::Stream stream;
+  std::mt19937 rng(77);
+  std::vector<uint16_t> xb;
+  std::vector<float> xf;
+  random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
+  in.x.upload(xb.data(), xb.size() * 2);
+  for (MoePath path : {MoePath::kGemv, MoePath::kMma}) {
+    cudaGraph_t graph;
+    MEGAMOE_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    layer.forward(in.x.as<uint16_t>(), nullptr, c.T, in.y.as<uint16_t>(), in.yf.as<float>(), stream.get(), path);
+    MEGAMOE_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
+    cudaGraphExec_t exec;
+    MEGAMOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int round = 0; round < 2; ++round) {
+      random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);  // new inputs, same buffers
+      in.x.upload(xb.data(), xb.size() * 2);
+      MEGAMOE_CUDA_CHECK(cudaMemset(in.yf.get(), 0xff, in.yf.size()));
+      MEGAMOE_CUDA_CHECK(cudaGraphLaunch(exec, stream.get()));
+      stream.synchronize();
+      const GpuRun replay = download(layer, in, c.T, c.D, c.k);
+      layer.forward(in.x.as<uint16_t>(), nullptr, c.T, in.y.as<uint16_t>(), in.yf.as<float>(), stream.get(), path);
+      stream.synchronize();
+      const GpuRun eager = download(layer, in, c.T, c.D, c.k);
+      EXPECT_EQ(std::memcmp(replay.y_f32.data(), eager.y_f32.data(), eager.y_f32.size() * 4), 0)
+          << "graph replay differs from eager (deterministic kernels expected)";
+    }
+    MEGAMOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    MEGAMOE_CUDA_CHECK(cudaGraphDestroy(graph));
+  }
+}
+
+TEST_F(GpuMoe, BadTid2eidSetsErrorFlag) {
+  Case c;
+  c.hash = true, c.bias = false, c.T = 4, c.E = 12, c.k = 3;
+  Problem p = make_problem(c, c.T);
+  p.tid2eid[5 * c.k + 1] = 12;  // token 5 -> expert 12 of 12
+  const MoeLayer layer(p.config, p.host());
+  DeviceInputs in(c.T, c.D);
+  std::vector<uint16_t> xb(size_t(c.T) * c.D, megamoe::f32_to_bf16(0.25f));
+  in.x.upload(xb.data(), xb.size() * 2);
+  megamoe::cuda::Stream stream;
+  std::vector<int32_t> good{0, 1, 2, 3}, bad_entry{0, 5, 2, 3}, bad_token{0, 1, 97, 3};
+  auto run = [&](const std::vector<int32_t>& tokens) {
+    in.tokens.upload(tokens.data(), tokens.size() * 4);
+    layer.forward(in.x.as<uint16_t>(), in.tokens.as<int32_t>(), c.T, in.y.as<uint16_t>(), nullptr, stream.get());
+    return layer.take_error_flag(stream.get());
+  };
+  EXPECT_FALSE(run(good));
+  EXPECT_TRUE(run(bad_entry));
+  EXPECT_FALSE(run(good)) << "the flag is cleared by take_error_flag";
+  EXPECT_TRUE(run(bad_token));
+}
+
+TEST_F(GpuMoe, UnsupportedShapesThrow) {
+  Case c;
+  Problem p = make_problem(c, 4);
+  MoeLayerConfig bad = p.config;
+  bad.hidden = 100;
+  EXPECT_THROW(MoeLayer(bad, p.host()), megamoe::Error);
+  bad = p.config;
+  bad.top_k = 40;
+  EXPECT_THROW(MoeLayer(bad, p.host()), megamoe::Error);
+  megamoe::cuda::MoeHostWeights h = p.host();
+  h.w2 = h.w2.subspan(1);
+  EXPECT_THROW(MoeLayer(p.config, h), megamoe::Error);
+  {  // MXFP4 block scales of one expert matrix spanning more than 2^30
+    Case m = c;
+    m.format = ExpertFormat::kMxfp4;
+    Problem mp = make_problem(m, 4);
+    mp.s1[0] = 10, mp.s1[1] = 200;
+    EXPECT_THROW(MoeLayer(mp.config, mp.host()), megamoe::Error);
+    mp.s1[1] = 0xff;  // NaN scale
+    EXPECT_THROW(MoeLayer(mp.config, mp.host()), megamoe::Error);
+  }
+  const MoeLayer layer(p.config, p.host());
+  DeviceInputs in(8, c.D);
+  EXPECT_THROW(layer.forward(in.x.as<uint16_t>(), nullptr, 8, in.y.as<uint16_t>(), nullptr, nullptr), megamoe::Error);
+}
+
+}  // namespace
