@@ -100,12 +100,15 @@ CONFIGS = {
         compress_rates={"compressed_sparse_attention": 4, "heavily_compressed_attention": 6},
         num_nextn_predict_layers=0, tie_word_embeddings=False),
 }
-SEQ_LEN = {"tiny-a": 48, "tiny-b": 100, "tiny-c": 64}
-SEEDS = {"tiny-a": 1, "tiny-b": 2, "tiny-c": 3}
+# tiny-c's shape with the 320-token vocabulary of tests/data/tiny-tokenizer
+# (tools/make_tiny_tokenizer.py), for text-in/text-out tests of `megamoe generate`.
+CONFIGS["tiny-text"] = dict(CONFIGS["tiny-c"], vocab_size=320)
+SEQ_LEN = {"tiny-a": 48, "tiny-b": 100, "tiny-c": 64, "tiny-text": 32}
+SEEDS = {"tiny-a": 1, "tiny-b": 2, "tiny-c": 3, "tiny-text": 4}
 # Storage of the base checkpoints: "mixed" = weight matrices BF16, mHC parameters, norms, sinks,
 # biases F32 (like the released checkpoints); "bf16" = every float tensor BF16. BF16 keeps tests/data
 # small; the model is first rounded to the stored values, so the golden is exact for them.
-STORAGE = {"tiny-a": "mixed", "tiny-b": "bf16", "tiny-c": "bf16"}
+STORAGE = {"tiny-a": "mixed", "tiny-b": "bf16", "tiny-c": "bf16", "tiny-text": "bf16"}
 
 
 def storage_dtype(name, param_name, tensor):

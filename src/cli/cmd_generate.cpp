@@ -1,43 +1,148 @@
-// `megamoe generate`: prefill the prompt ids, then decode one token at a time
-// with the per-sequence cache, printing the generated ids (greedy by default,
-// or sampled with --temperature/--top-k/--top-p, reproducible by --seed).
+// `megamoe generate`: prefill the prompt, then decode one token at a time with
+// the per-sequence cache (greedy by default, or sampled with --temperature/
+// --top-k/--top-p, reproducible by --seed).
+//   --ids 0,5,7                       prompt ids in, generated ids out (one line)
+//   --tokenizer F --prompt TEXT       raw text in (BOS + text), text streamed out
+//   --tokenizer F --chat [--prompt T | --chat-file F] [--thinking]
+//                                     DeepSeek-V4 chat prompt; the answer streams to
+//                                     stdout, reasoning to stderr, tool calls to stdout
+//                                     as JSON lines
 #include <cstdio>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "cli/command.hpp"
+#include "core/error.hpp"
+#include "core/model_config.hpp"
 #include "model/deepseek_v4/model.hpp"
 #include "runtime/session.hpp"
+#include "runtime/text_generation.hpp"
 #include "runtime/token_ids.hpp"
+#include "text/tokenizer.hpp"
 
 namespace {
 
-int run_generate(int argc, char** argv) {
-  CLI::App app{"generate token ids from prompt ids", argv[0]};
-  std::string model_dir, ids_text;
+struct Args {
+  std::string model_dir, ids_text, tokenizer_path, chat_file, prompt;
+  bool have_ids = false, have_prompt = false, chat = false, thinking = false, no_bos = false, ignore_eos = false, show_ids = false;
+  std::vector<std::string> stops;
   megamoe::GenerateOptions options;
-  bool ignore_eos = false;
-  app.add_option("--model", model_dir, "checkpoint directory (config.json + safetensors)")->required();
-  app.add_option("--ids", ids_text, "comma-separated prompt token ids, e.g. 0,5,7")->required();
-  app.add_option("--max-new-tokens", options.max_new_tokens, "number of tokens to generate")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--temperature", options.sampling.temperature, "0 = greedy (default)");
-  app.add_option("--top-k", options.sampling.top_k, "keep the k most likely tokens (0 = all)");
-  app.add_option("--top-p", options.sampling.top_p, "nucleus probability in (0, 1]");
-  app.add_option("--seed", options.sampling.seed, "sampling seed");
-  app.add_flag("--ignore-eos", ignore_eos, "do not stop at the end-of-sequence token");
-  CLI11_PARSE(app, argc, argv);
-  options.stop_at_eos = !ignore_eos;
+};
 
-  const std::vector<int32_t> prompt = megamoe::parse_token_ids(ids_text);
-  const auto model = megamoe::dsv4::Model::load(model_dir);
-  const std::vector<int32_t> out = megamoe::generate(*model, prompt, options);
+void write_out(FILE* f, std::string_view s) {
+  std::fwrite(s.data(), 1, s.size(), f);
+  std::fflush(f);
+}
+
+// Which of the input forms was asked for, rejecting contradictory combinations.
+void check_combinations(const Args& a) {
+  const bool text_mode = a.have_prompt || a.chat || !a.chat_file.empty();
+  MEGAMOE_CHECK(a.have_ids || text_mode, "give the prompt as --ids, --prompt or --chat");
+  MEGAMOE_CHECK(!a.have_ids || !text_mode, "--ids cannot be combined with --prompt/--chat/--chat-file");
+  MEGAMOE_CHECK(!text_mode || !a.tokenizer_path.empty(), "--prompt/--chat need --tokenizer FILE (a tokenizer.json)");
+  MEGAMOE_CHECK(a.chat_file.empty() || a.chat, "--chat-file needs --chat");
+  MEGAMOE_CHECK(!(a.chat && a.have_prompt && !a.chat_file.empty()), "--chat takes --prompt or --chat-file, not both");
+  MEGAMOE_CHECK(!a.chat || a.have_prompt || !a.chat_file.empty(), "--chat needs --prompt TEXT or --chat-file FILE");
+  MEGAMOE_CHECK(!a.thinking || a.chat, "--thinking needs --chat");
+  MEGAMOE_CHECK(!a.no_bos || text_mode, "--no-bos is for text prompts (--ids are used as given)");
+  MEGAMOE_CHECK(a.stops.empty() || text_mode, "--stop needs a text prompt (--prompt or --chat)");
+  MEGAMOE_CHECK(!a.show_ids || text_mode, "--show-ids is for text prompts (--ids already prints ids)");
+}
+
+int generate_ids(const Args& a) {
+  const std::vector<int32_t> prompt = megamoe::parse_token_ids(a.ids_text);
+  const auto model = megamoe::dsv4::Model::load(a.model_dir);
+  const std::vector<int32_t> out = megamoe::generate(*model, prompt, a.options);
   for (size_t i = 0; i < out.size(); ++i) std::printf("%s%d", i ? "," : "", out[i]);
   std::printf("\n");
   return 0;
 }
 
-const megamoe::cli::Registration kGenerate{"generate", "generate token ids from prompt ids", run_generate};
+int generate_text(const Args& a) {
+  using megamoe::text::Tokenizer;
+  const Tokenizer tokenizer = Tokenizer::from_file(a.tokenizer_path);
+  const megamoe::ModelConfig config =
+      megamoe::load_model_config(std::filesystem::path(a.model_dir) / "config.json");
+  std::vector<int32_t> prompt;
+  if (a.chat) {
+    megamoe::text::ChatOptions chat_options;
+    chat_options.thinking = a.thinking;
+    chat_options.add_bos = !a.no_bos;
+    const nlohmann::ordered_json messages =
+        a.chat_file.empty() ? megamoe::single_user_message(a.prompt) : megamoe::read_chat_messages(a.chat_file);
+    prompt = megamoe::encode_chat_prompt(tokenizer, messages, chat_options);
+  } else {
+    MEGAMOE_CHECK(a.no_bos || config.bos_token_id >= 0, a.model_dir,
+                  "/config.json: bos_token_id is null; pass --no-bos to encode the prompt without one");
+    prompt = megamoe::encode_text_prompt(tokenizer, a.prompt, a.no_bos ? -1 : config.bos_token_id, "--prompt");
+  }
+  megamoe::check_prompt_fits_model(prompt, tokenizer, config.vocab_size, a.tokenizer_path);
+
+  megamoe::TextStreamOptions stream;
+  stream.chat = a.chat;
+  stream.thinking = a.thinking;
+  stream.stop_strings = a.stops;
+  if (!a.ignore_eos && config.eos_token_id >= 0) stream.eos_ids = {static_cast<int32_t>(config.eos_token_id)};
+  megamoe::TextSinks sinks;
+  sinks.answer = [](std::string_view t) { write_out(stdout, t); };
+  sinks.reasoning = [](std::string_view t) { write_out(stderr, t); };
+  sinks.tool_call = [](const megamoe::text::ToolCall& call) {
+    const nlohmann::ordered_json j = {{"tool_call", {{"name", call.name}, {"arguments", call.arguments}}}};
+    write_out(stdout, "\n" + j.dump() + "\n");
+  };
+
+  const auto model = megamoe::dsv4::Model::load(a.model_dir);
+  megamoe::TextStreamer streamer(tokenizer, stream, sinks);
+  const std::vector<int32_t> ids =
+      megamoe::generate(*model, prompt, a.options, [&](int32_t id) { return streamer.push(id); });
+  streamer.finish();
+  write_out(stdout, "\n");
+  if (streamer.truncated()) write_out(stderr, "[an unfinished tool call at the end was dropped]\n");
+  if (!streamer.parse_error().empty()) write_out(stderr, "[malformed tool call: " + streamer.parse_error() + "]\n");
+  if (a.show_ids) {
+    std::string line = "ids:";
+    for (size_t i = 0; i < ids.size(); ++i) line += (i ? "," : " ") + std::to_string(ids[i]);
+    write_out(stderr, line + "\n");
+  }
+  return 0;
+}
+
+int run_generate(int argc, char** argv) {
+  CLI::App app{"generate from prompt ids or text", argv[0]};
+  Args a;
+  app.add_option("--model", a.model_dir, "checkpoint directory (config.json + safetensors)")->required();
+  CLI::Option* ids = app.add_option("--ids", a.ids_text, "comma-separated prompt token ids, e.g. 0,5,7 (prints generated ids)");
+  app.add_option("--tokenizer", a.tokenizer_path, "Hugging Face tokenizer.json (for --prompt / --chat)");
+  CLI::Option* prompt = app.add_option("--prompt", a.prompt,
+                                       "raw prompt text (BOS + text, no special tokens added); with --chat: "
+                                       "the user message");
+  app.add_flag("--chat", a.chat, "DeepSeek-V4 chat prompt; reasoning goes to stderr, the answer to stdout");
+  app.add_option("--chat-file", a.chat_file, "with --chat: a JSON array of OpenAI-style messages");
+  app.add_flag("--thinking", a.thinking, "with --chat: thinking mode");
+  app.add_flag("--no-bos", a.no_bos, "do not start the prompt with BOS");
+  app.add_option("--stop", a.stops, "stop when the generated text contains this (repeatable; not printed)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_flag("--show-ids", a.show_ids, "with a text prompt: also print the generated ids to stderr");
+  app.add_option("--max-new-tokens", a.options.max_new_tokens, "number of tokens to generate")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", a.options.sampling.temperature, "0 = greedy (default)");
+  app.add_option("--top-k", a.options.sampling.top_k, "keep the k most likely tokens (0 = all)");
+  app.add_option("--top-p", a.options.sampling.top_p, "nucleus probability in (0, 1]");
+  app.add_option("--seed", a.options.sampling.seed, "sampling seed");
+  app.add_flag("--ignore-eos", a.ignore_eos, "do not stop at the end-of-sequence token");
+  CLI11_PARSE(app, argc, argv);
+  a.have_ids = ids->count() > 0;
+  a.have_prompt = prompt->count() > 0;
+  a.options.stop_at_eos = !a.ignore_eos;
+  check_combinations(a);
+  return a.have_ids ? generate_ids(a) : generate_text(a);
+}
+
+const megamoe::cli::Registration kGenerate{"generate", "generate ids or text from a prompt", run_generate};
 
 }  // namespace

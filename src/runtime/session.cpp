@@ -40,7 +40,7 @@ std::vector<float> compute_logits(const dsv4::Model& model, std::span<const int3
 }
 
 std::vector<int32_t> generate(const dsv4::Model& model, std::span<const int32_t> prompt,
-                              const GenerateOptions& options, const std::function<void(int32_t)>& on_token) {
+                              const GenerateOptions& options, const std::function<bool(int32_t)>& on_token) {
   MEGAMOE_CHECK(!prompt.empty(), "no prompt token ids given (empty input)");
   MEGAMOE_CHECK(options.max_new_tokens >= 0, "max_new_tokens must be >= 0, got ", options.max_new_tokens);
   Sampler sampler(options.sampling);
@@ -53,7 +53,7 @@ std::vector<int32_t> generate(const dsv4::Model& model, std::span<const int32_t>
   while (static_cast<int64_t>(out.size()) < options.max_new_tokens) {
     const int32_t next = sampler.sample(logits);
     out.push_back(next);
-    if (on_token) on_token(next);
+    if (on_token && !on_token(next)) break;
     if (options.stop_at_eos && next == model.config().eos_token_id) break;
     if (static_cast<int64_t>(out.size()) == options.max_new_tokens) break;
     const int32_t ids[1] = {next};

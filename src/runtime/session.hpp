@@ -32,9 +32,11 @@ struct GenerateOptions {
   bool stop_at_eos = true;  // stop after the config's eos_token_id
 };
 
-// Returns the generated ids (not including the prompt). on_token is called for each one.
+// Prefills `prompt`, then decodes one token at a time until max_new_tokens,
+// EOS (if options.stop_at_eos) or on_token returning false (e.g. a stop string
+// completed). Returns the generated ids (not including the prompt).
 std::vector<int32_t> generate(const dsv4::Model& model, std::span<const int32_t> prompt,
                               const GenerateOptions& options,
-                              const std::function<void(int32_t)>& on_token = nullptr);
+                              const std::function<bool(int32_t)>& on_token = nullptr);
 
 }  // namespace megamoe
