@@ -10,3 +10,7 @@ model=$root/tests/data/tiny-a-nvfp4
 echo
 echo "megamoe generate --model $model --ids 0,5,7 --max-new-tokens 16"
 "$build_dir/megamoe" generate --model "$model" --ids 0,5,7 --max-new-tokens 16
+echo
+echo "megamoe generate --model tests/data/tiny-text --tokenizer tests/data/tiny-tokenizer/tokenizer.json --prompt 'Once upon a time'"
+"$build_dir/megamoe" generate --model "$root/tests/data/tiny-text" \
+  --tokenizer "$root/tests/data/tiny-tokenizer/tokenizer.json" --prompt "Once upon a time" --max-new-tokens 24 --ignore-eos
