@@ -10,6 +10,7 @@
 #include <cstring>
 #include <cstdio>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -75,6 +76,36 @@ double measure_copy_tbps() {
   return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3) / 1e12;  // read + write
 }
 
+template <typename Xin>
+std::string time_stages(const MoeLayer& layer, Xin xin, int T, uint16_t* y, cudaStream_t stream, int iters,
+                        const char* shape) {
+  constexpr int kN = MoeLayer::kStageCount;
+  cudaEvent_t ev[kN + 1];
+  for (auto& e : ev) MEGAMOE_CUDA_CHECK(cudaEventCreate(&e));
+  std::vector<std::vector<float>> ms(kN + 1);  // [kN] = whole forward
+  for (int i = 0; i < iters + 3; ++i) {
+    layer.forward_with_stage_events(xin(i), nullptr, T, y, nullptr, stream, megamoe::cuda::MoePath::kAuto, ev);
+    MEGAMOE_CUDA_CHECK(cudaEventSynchronize(ev[kN]));
+    if (i < 3) continue;  // warm-up
+    for (int st = 0; st < kN; ++st) {
+      float t = 0;
+      MEGAMOE_CUDA_CHECK(cudaEventElapsedTime(&t, ev[st], ev[st + 1]));
+      ms[st].push_back(t);
+    }
+    float t = 0;
+    MEGAMOE_CUDA_CHECK(cudaEventElapsedTime(&t, ev[0], ev[kN]));
+    ms[kN].push_back(t);
+  }
+  for (auto& e : ev) cudaEventDestroy(e);
+  char buf[256];
+  int n = std::snprintf(buf, sizeof(buf), "%-6s %5d", shape, T);
+  for (auto& v : ms) {
+    std::sort(v.begin(), v.end());
+    n += std::snprintf(buf + n, sizeof(buf) - n, " %9.1f", v[v.size() / 2] * 1e3);
+  }
+  return buf;
+}
+
 struct Shape {
   const char* name;
   int D, I, E, k, Is;
@@ -93,6 +124,10 @@ int run_bench(int argc, char** argv) {
   app.add_option("--iters", iters, "timed iterations per case");
   app.add_flag("--mxfp4", mxfp4, "MXFP4 experts instead of NVFP4");
   app.add_flag("--both-paths", both_paths, "for T >= 64 time the decode and the prefill path each");
+  std::vector<int> stage_tokens{1, 64};
+  std::vector<std::string> routings{"uniform", "skewed"};
+  app.add_option("--routings", routings, "uniform and/or skewed");
+  app.add_option("--stage-tokens", stage_tokens, "T values that also get a per-stage breakdown (uniform routing)");
   CLI11_PARSE(app, argc, argv);
 
   std::printf("device: %s\n", megamoe::cuda::describe_device(0).c_str());
@@ -100,6 +135,7 @@ int run_bench(int argc, char** argv) {
   std::printf("device-to-device copy (read+write): %.2f TB/s\n", copy_tbps);
   std::printf("%-6s %-5s %-8s %5s %-18s %10s %9s %9s %8s %7s\n", "shape", "fmt", "routing", "T", "path", "median_us",
               "GB_touch", "eff_TB/s", "%copy", "TFLOP/s");
+  std::vector<std::string> stage_lines;
   const int max_t = *std::max_element(token_counts.begin(), token_counts.end());
   for (const std::string& shape_name : shapes) {
     const Shape s = shape_name == "pro" ? Shape{"pro", 7168, 3072, 384, 6, 3072, 2.5f}
@@ -118,8 +154,9 @@ int run_bench(int argc, char** argv) {
     const auto sw1 = fill<uint16_t>(Is * D, [&](size_t i) { return bf16_of(unit(mix(8000 + i)) * 0.02f); });
     const auto sw3 = fill<uint16_t>(Is * D, [&](size_t i) { return bf16_of(unit(mix(9000 + i)) * 0.02f); });
     const auto sw2 = fill<uint16_t>(D * Is, [&](size_t i) { return bf16_of(unit(mix(9500 + i)) * 0.02f); });
-    for (const char* routing : {"uniform", "skewed"}) {
-      const bool skewed = std::string(routing) == "skewed";
+    for (const std::string& routing_name : routings) {
+      const char* routing = routing_name.c_str();
+      const bool skewed = routing_name == "skewed";
       // Skewed: the bias sends every token to experts 0..k-1 (the worst case for
       // balance, the best for weight reuse).
       std::vector<float> bias(E, 0.0f);
@@ -174,9 +211,22 @@ int run_bench(int argc, char** argv) {
                     routing, T, layer.describe_path(T, path).c_str(), med_s * 1e6, bytes / 1e9, tbps,
                     100.0 * tbps / copy_tbps, flops / med_s / 1e12);
         std::fflush(stdout);
+        if (!skewed && path == megamoe::cuda::MoePath::kAuto &&
+            std::find(stage_tokens.begin(), stage_tokens.end(), T) != stage_tokens.end()) {
+          stage_lines.push_back(time_stages(layer, xin, T, y.as<uint16_t>(), stream.get(), iters, s.name));
+          std::printf("  stages us (scores select gemm1 gemm2 combine sum): %s\n", stage_lines.back().c_str());
+          std::fflush(stdout);
+        }
       }
     }
   }
+  // Per-stage breakdown: an event before the first launch and after each
+  // stage of an eager forward (no graph), median per stage over the calls;
+  // a stage's time includes any launch gap before its kernel starts.
+  std::printf("\nper-stage breakdown (uniform routing, eager launches, median us):\n");
+  std::printf("%-6s %5s %9s %9s %9s %9s %9s %9s\n", "shape", "T", "scores", "select", "gemm1", "gemm2", "combine",
+              "sum");
+  for (const std::string& line : stage_lines) std::printf("%s\n", line.c_str());
   std::printf("%%copy = effective bandwidth / copy bandwidth (read+write bytes per second of a 2 GiB cudaMemcpy D2D)\n");
   return 0;
 }

@@ -18,7 +18,7 @@ if has build; then
   rc=$?; echo "build rc=$rc"; if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; fi
 fi
 if has test; then
-  timeout 300 ./build-gpu/tests/test_kernels --gtest_filter="${TEST_FILTER:-GpuMoe.*:*Device*}" 2>&1 | tee "$OUT/test.log" | grep -E "^\[  (FAILED|PASSED|  OK) |Failure|error|Expected|Which is|actual|relative" | head -60
+  timeout ${TEST_TIMEOUT:-300} ./build-gpu/tests/test_kernels --gtest_filter="${TEST_FILTER:-GpuMoe.*:*Device*}" 2>&1 | tee "$OUT/test.log" | grep -E "^\[  (FAILED|PASSED|  OK) |Failure|error|Expected|Which is|actual|relative" | head -60
 fi
 if has sanitize; then
   timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/tests/test_kernels \
@@ -27,7 +27,7 @@ if has sanitize; then
   echo "compute-sanitizer rc=$?"; tail -5 "$OUT/sanitizer.log"
 fi
 if has bench; then
-  timeout 300 ./build-gpu/megamoe bench-moe $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
+  timeout ${BENCH_TIMEOUT:-300} ./build-gpu/megamoe bench-moe $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
 fi
 if has torch; then
   PYTHONUNBUFFERED=1 timeout 240 python3 tools/bench_torch_moe.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/torch.log"

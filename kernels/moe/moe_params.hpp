@@ -101,4 +101,11 @@ void launch_moe_gemv(const MoeParams& p, cudaStream_t stream);     // GEMM1+SwiG
 void launch_moe_mma(const MoeParams& p, cudaStream_t stream);      // same on tensor cores (prefill path)
 void launch_moe_combine(const MoeParams& p, cudaStream_t stream);  // y = sum of routed rows + shared row
 
+// The same stages one launch each (launch_moe_route = scores then select;
+// launch_moe_gemv/mma = gemm 1 then gemm 2), for the bench's per-stage times.
+void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream);
+void launch_moe_route_select(const MoeParams& p, cudaStream_t stream);
+void launch_moe_gemv_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
+void launch_moe_mma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
+
 }  // namespace megamoe::cuda::kernels

@@ -165,14 +165,22 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
 
 }  // namespace
 
-void launch_moe_route(const MoeParams& p, cudaStream_t stream) {
+void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  {  // hash layers need the scores too: their weights come from them
-    const dim3 grid((p.experts + kLogitWarps - 1) / kLogitWarps, p.tokens);
-    router_scores_kernel<<<grid, kLogitWarps * 32, 0, stream>>>(p);
-  }
+  // hash layers need the scores too: their weights come from them
+  const dim3 grid((p.experts + kLogitWarps - 1) / kLogitWarps, p.tokens);
+  router_scores_kernel<<<grid, kLogitWarps * 32, 0, stream>>>(p);
+}
+
+void launch_moe_route_select(const MoeParams& p, cudaStream_t stream) {
+  if (p.tokens == 0) return;
   const size_t smem = 5 * static_cast<size_t>(p.experts + 1) * sizeof(int);
   select_and_permute_kernel<<<1, kSelectThreads, smem, stream>>>(p);
+}
+
+void launch_moe_route(const MoeParams& p, cudaStream_t stream) {
+  launch_moe_route_scores(p, stream);
+  launch_moe_route_select(p, stream);
 }
 
 }  // namespace megamoe::cuda::kernels

@@ -23,8 +23,14 @@ namespace megamoe::cuda::kernels {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kTileM = 64;         // pairs per tile on this path
-constexpr int kMaxNt = kTileM / 8; // n-tiles of 8 pairs
+constexpr int kTileM = 64;  // pairs per tile on this path
+// T <= this: every tile has <= 8 pairs (a token adds at most one pair per
+// expert), so the single-n-tile, deep-ring kernel variant applies.
+constexpr int kSmallT = 8;
+// Ring depth of the small variant: as deep as fits 128 registers without
+// spills (GEMM1 streams two matrices per chunk, GEMM2 one).
+template <int kMats>
+constexpr int kSmallStages = kMats == 2 ? 3 : 4;
 
 // Per-lane operands of one 64-column chunk: A words (routed: 1 per matrix;
 // shared: 4 per matrix, already bf16) and the scale bytes.
@@ -62,67 +68,91 @@ __device__ __forceinline__ void load_b(const uint16_t* src, int c, int t, uint32
   b[0] = v0.x, b[1] = v0.y, b[2] = v0.z, b[3] = v0.w, b[4] = v1.x, b[5] = v1.y, b[6] = v1.z, b[7] = v1.w;
 }
 
-template <int kMats, bool kShared>
+// Streams the K chunks of this warp (c = warp, warp + kWarps, ...) with
+// kStages chunks' A words, scales and first-n-tile B values in flight in a
+// register ring while one chunk computes. More stages = more bytes in flight
+// per warp, which is what bounds the decode sizes (too few bytes in flight for
+// the HBM latency), at the price of registers: the T <= 8 variant has a single
+// n-tile of accumulators and spends the freed registers on a deeper ring.
+template <int kMats, bool kShared, int kMaxNt, int kStages>
 __device__ __forceinline__ void k_loop(const uint32_t* const (&w)[2], const uint16_t* const (&s)[2], int KC,
                                        const uint16_t* const* src_row, int n_tiles, float (&acc)[kMats][kMaxNt][4]) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const uint16_t* src0 = src_row[g];
-  int c = warp;
-  if (c >= KC) return;
-  Chunk<kMats, kShared> next;
-  uint32_t bnext[8];
-  load_chunk<kMats, kShared>(next, w, s, c, lane);
-  load_b(src0, c, t, bnext);
-  for (; c < KC; c += kWarps) {
-    const Chunk<kMats, kShared> cur = next;
-    uint32_t b0[8];
+  if (warp >= KC) return;
+  Chunk<kMats, kShared> ring[kStages];
+  uint32_t bring[kStages][8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) b0[i] = bnext[i];
-    if (c + kWarps < KC) {  // keep the next chunk's bytes in flight while this one computes
-      load_chunk<kMats, kShared>(next, w, s, c + kWarps, lane);
-      load_b(src0, c + kWarps, t, bnext);
+  for (int st = 0; st < kStages; ++st) {
+    const int c = warp + st * kWarps;
+    if (c < KC) {
+      load_chunk<kMats, kShared>(ring[st], w, s, c, lane);
+      load_b(src0, c, t, bring[st]);
     }
-    uint32_t a[kMats][4][4];
+  }
+  for (int base = warp; base < KC; base += kStages * kWarps) {
 #pragma unroll
-    for (int mat = 0; mat < kMats; ++mat) {
-      if (kShared) {
+    for (int st = 0; st < kStages; ++st) {
+      const int c = base + st * kWarps;
+      if (c >= KC) break;
+      const Chunk<kMats, kShared> cur = ring[st];
+      uint32_t b0[8];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          a[mat][j][0] = cur.q[mat][j].x, a[mat][j][1] = cur.q[mat][j].y;
-          a[mat][j][2] = cur.q[mat][j].z, a[mat][j][3] = cur.q[mat][j].w;
+      for (int i = 0; i < 8; ++i) b0[i] = bring[st][i];
+      const int cn = c + kStages * kWarps;
+      if (cn < KC) {  // refill this ring slot while the chunk computes
+        load_chunk<kMats, kShared>(ring[st], w, s, cn, lane);
+        load_b(src0, cn, t, bring[st]);
+      }
+      uint32_t a[kMats][4][4];
+#pragma unroll
+      for (int mat = 0; mat < kMats; ++mat) {
+        if (kShared) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            a[mat][j][0] = cur.q[mat][j].x, a[mat][j][1] = cur.q[mat][j].y;
+            a[mat][j][2] = cur.q[mat][j].z, a[mat][j][3] = cur.q[mat][j].w;
+          }
+        } else {
+          const uint32_t sg = scale_pair_bits<0>(cur.s[mat]), sg8 = scale_pair_bits<1>(cur.s[mat]);
+          const uint32_t words[4] = {cur.q[mat][0].x, cur.q[mat][0].y, cur.q[mat][0].z, cur.q[mat][0].w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) decode_fragment(words[j], sg, sg8, a[mat][j]);
         }
-      } else {
-        const uint32_t sg = scale_pair_bits<0>(cur.s[mat]), sg8 = scale_pair_bits<1>(cur.s[mat]);
-        const uint32_t words[4] = {cur.q[mat][0].x, cur.q[mat][0].y, cur.q[mat][0].z, cur.q[mat][0].w};
-#pragma unroll
-        for (int j = 0; j < 4; ++j) decode_fragment(words[j], sg, sg8, a[mat][j]);
-      }
-    }
-#pragma unroll
-    for (int nt = 0; nt < kMaxNt; ++nt) {
-      if (nt >= n_tiles) break;
-      uint32_t b[8];
-      if (nt == 0) {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) b[i] = b0[i];
-      } else {
-        load_b(src_row[nt * 8 + g], c, t, b);
       }
 #pragma unroll
-      for (int mat = 0; mat < kMats; ++mat)
+      for (int nt = 0; nt < kMaxNt; ++nt) {
+        if (nt >= n_tiles) break;
+        uint32_t b[8];
+        if (nt == 0) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[mat][nt], a[mat][j], b[2 * j], b[2 * j + 1]);
+          for (int i = 0; i < 8; ++i) b[i] = b0[i];
+        } else {
+          load_b(src_row[nt * 8 + g], c, t, b);
+        }
+#pragma unroll
+        for (int mat = 0; mat < kMats; ++mat)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) mma_bf16_16816(acc[mat][nt], a[mat][j], b[2 * j], b[2 * j + 1]);
+      }
     }
   }
 }
 
-template <int kMats>
+// kMaxNt: n-tiles of 8 pairs a block can hold (8 = any tile of <= 64 pairs; 1
+// when the host knows every tile has <= 8 pairs, i.e. T <= 8). kStages: ring
+// depth for routed chunks (the shared expert's bf16 chunks are 4x larger and
+// keep one stage).
+template <int kMats, int kMaxNt, int kStages>
 __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p) {
   __shared__ const uint16_t* src_row[kTileM];  // x (GEMM1) or h (GEMM2) row of each tile pair, null = padding
   __shared__ int pair_of[kTileM];
   __shared__ float red[kWarps - 1][kMats][kMaxNt][4][32];
-  const int tile = blockIdx.y;
-  if (tile >= *p.n_tiles) return;
+  // Tiles in reverse order: the shared expert's tiles (last, and with 4x the
+  // bytes per row in bf16) are dispatched first, the short routed ones fill in.
+  const int n_tiles_total = *p.n_tiles;
+  if (static_cast<int>(blockIdx.y) >= n_tiles_total) return;
+  const int tile = n_tiles_total - 1 - static_cast<int>(blockIdx.y);
   const int e = p.tile_expert[tile], begin = p.tile_begin[tile], cnt = p.tile_count[tile];
   const bool shared = e == p.experts;
   const int inter = shared ? p.shared_inter : p.intermediate;
@@ -141,6 +171,10 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
   }
   __syncthreads();
   const int n_tiles = (cnt + 7) / 8;
+  if (n_tiles > kMaxNt) {  // the host picked the small variant for T > kSmallT: cannot happen
+    if (threadIdx.x == 0) atomicExch(p.error_flag, 1);
+    return;
+  }
   float acc[kMats][kMaxNt][4];
 #pragma unroll
   for (int mat = 0; mat < kMats; ++mat)
@@ -154,12 +188,12 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
     const size_t off = size_t(rt) * KC * 4 * 32 * 4;
     const uint32_t* w[2] = {(kMats == 2 ? p.sf1 : p.sf2) + off, p.sf3 + off};
     const uint16_t* s[2] = {nullptr, nullptr};
-    k_loop<kMats, true>(w, s, KC, src_row, n_tiles, acc);
+    k_loop<kMats, true, kMaxNt, 1>(w, s, KC, src_row, n_tiles, acc);
   } else {
     const size_t blk = (size_t(e) * NT + rt) * KC;
     const uint32_t* w[2] = {(kMats == 2 ? p.w1 : p.w2) + blk * 32 * 4, p.w3 + blk * 32 * 4};
     const uint16_t* s[2] = {(kMats == 2 ? p.s1 : p.s2) + blk * 32, p.s3 + blk * 32};
-    k_loop<kMats, false>(w, s, KC, src_row, n_tiles, acc);
+    k_loop<kMats, false, kMaxNt, kStages>(w, s, KC, src_row, n_tiles, acc);
     gscale[0] = kMats == 2 ? p.g1[e] : p.g2[e];
     if (kMats == 2) gscale[1] = p.g3[e];
   }
@@ -210,17 +244,27 @@ void launch_one(const MoeParams& p, cudaStream_t stream) {
   const int inter = p.intermediate > p.shared_inter ? p.intermediate : p.shared_inter;
   const int max_n = kMats == 2 ? inter : p.hidden;
   const dim3 grid(max_n / 16, p.max_tiles);
-  moe_tc_gemv_kernel<kMats><<<grid, kWarps * 32, 0, stream>>>(p);
+  if (p.tokens <= kSmallT)
+    moe_tc_gemv_kernel<kMats, 1, kSmallStages<kMats>><<<grid, kWarps * 32, 0, stream>>>(p);
+  else
+    moe_tc_gemv_kernel<kMats, kTileM / 8, 1><<<grid, kWarps * 32, 0, stream>>>(p);
 }
 
 }  // namespace
 
 int moe_gemv_tile_m() { return kTileM; }
 
-void launch_moe_gemv(const MoeParams& p, cudaStream_t stream) {
+void launch_moe_gemv_gemm(const MoeParams& p, int gemm, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  launch_one<2>(p, stream);
-  launch_one<1>(p, stream);
+  if (gemm == 1)
+    launch_one<2>(p, stream);
+  else
+    launch_one<1>(p, stream);
+}
+
+void launch_moe_gemv(const MoeParams& p, cudaStream_t stream) {
+  launch_moe_gemv_gemm(p, 1, stream);
+  launch_moe_gemv_gemm(p, 2, stream);
 }
 
 }  // namespace megamoe::cuda::kernels

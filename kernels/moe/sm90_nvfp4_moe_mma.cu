@@ -162,10 +162,17 @@ void launch_one(const MoeParams& p, cudaStream_t stream) {
 int moe_mma_tile_m() { return kBM; }
 int moe_mma_granule() { return 64; }
 
-void launch_moe_mma(const MoeParams& p, cudaStream_t stream) {
+void launch_moe_mma_gemm(const MoeParams& p, int gemm, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  launch_one<2>(p, stream);
-  launch_one<1>(p, stream);
+  if (gemm == 1)
+    launch_one<2>(p, stream);
+  else
+    launch_one<1>(p, stream);
+}
+
+void launch_moe_mma(const MoeParams& p, cudaStream_t stream) {
+  launch_moe_mma_gemm(p, 1, stream);
+  launch_moe_mma_gemm(p, 2, stream);
 }
 
 }  // namespace megamoe::cuda::kernels

@@ -37,6 +37,7 @@ struct Case {
   bool bias = true, hash = false, skew = false;
   bool random_bytes = false;  // large shapes: random codes/scales instead of the quantizer
   bool all_scales = false;    // NVFP4 scales drawn from every non-NaN E4M3 byte (signs, zeros, subnormals)
+  int fp8_shared = 0;         // shared expert: 0 bf16, 1 FP8 block-128 with E8M0 scales, 2 with fp32 scales
   uint32_t seed = 1;
 };
 
@@ -69,6 +70,8 @@ struct Problem {
   std::vector<int32_t> tid2eid;
   std::vector<uint8_t> w1, w3, w2, s1, s3, s2;
   std::vector<float> g1, g3, g2;
+  std::vector<uint8_t> fq1, fq3, fq2, fe1, fe3, fe2;  // FP8 shared expert: E4M3 codes, E8M0 tile scales
+  std::vector<float> fs1, fs3, fs2;                   // or fp32 tile scales
   int vocab = 0;
 
   megamoe::cuda::MoeHostWeights host() const {
@@ -76,7 +79,11 @@ struct Problem {
     w.gate = gate_bf16, w.bias = bias, w.tid2eid = tid2eid;
     w.w1 = w1, w.w3 = w3, w.w2 = w2, w.s1 = s1, w.s3 = s3, w.s2 = s2;
     w.g1 = g1, w.g3 = g3, w.g2 = g2;
-    w.shared_w1 = sw1, w.shared_w3 = sw3, w.shared_w2 = sw2;
+    if (c.fp8_shared == 0) {
+      w.shared_w1 = sw1, w.shared_w3 = sw3, w.shared_w2 = sw2;
+    } else {
+      w.shared_fp8_w1 = {fq1, fe1, fs1}, w.shared_fp8_w3 = {fq3, fe3, fs3}, w.shared_fp8_w2 = {fq2, fe2, fs2};
+    }
     return w;
   }
 
@@ -115,6 +122,42 @@ void random_bf16(std::mt19937& rng, size_t n, float scale, std::vector<uint16_t>
     bits[i] = megamoe::f32_to_bf16(dist(rng));
     vals[i] = megamoe::bf16_to_f32(bits[i]);
   }
+}
+
+// An FP8 block-128 matrix (E4M3 codes of N(0,1) samples, one scale per
+// 128x128 tile around `scale`) and the oracle's fp32 weights: with E8M0 tile
+// scales the exact product (computed in double); with fp32 scales the
+// documented semantics, the fp32 product rounded once to bf16.
+void random_fp8_block128(std::mt19937& rng, bool e8m0, int64_t rows, int64_t cols, float scale,
+                         std::vector<uint8_t>& codes, std::vector<uint8_t>& s_e8m0, std::vector<float>& s_f32,
+                         std::vector<float>& oracle) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::uniform_real_distribution<float> jitter(0.5f, 1.5f);
+  const int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+  codes.resize(rows * cols);
+  for (auto& q : codes) {
+    q = megamoe::f32_to_e4m3(dist(rng));
+    if ((q & 0x7f) == 0x7f) q = 0;
+  }
+  std::vector<double> tile(br * bc);
+  s_e8m0.clear(), s_f32.clear();
+  for (auto& t : tile) {
+    if (e8m0) {
+      const int exp = static_cast<int>(std::lround(std::log2(scale))) + static_cast<int>(rng() % 3) - 1;
+      s_e8m0.push_back(static_cast<uint8_t>(127 + exp));
+      t = std::ldexp(1.0, exp);
+    } else {
+      s_f32.push_back(scale * jitter(rng));
+      t = s_f32.back();
+    }
+  }
+  oracle.resize(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const double v = double(megamoe::e4m3_to_f32(codes[r * cols + c])) * tile[(r / 128) * bc + c / 128];
+      oracle[r * cols + c] = e8m0 ? static_cast<float>(v)
+                                  : megamoe::bf16_to_f32(megamoe::f32_to_bf16(static_cast<float>(v)));
+    }
 }
 
 void quantize_experts(std::mt19937& rng, const Case& c, int64_t rows, int64_t cols, float scale,
@@ -177,6 +220,12 @@ Problem make_problem(const Case& c, int max_tokens) {
   random_bf16(rng, size_t(c.Is) * c.D, ws, p.sw1, p.sw1_f);
   random_bf16(rng, size_t(c.Is) * c.D, ws, p.sw3, p.sw3_f);
   random_bf16(rng, size_t(c.D) * c.Is, 1.0f / std::sqrt(float(std::max(c.Is, 1))), p.sw2, p.sw2_f);
+  if (c.fp8_shared != 0) {
+    random_fp8_block128(rng, c.fp8_shared == 1, c.Is, c.D, ws, p.fq1, p.fe1, p.fs1, p.sw1_f);
+    random_fp8_block128(rng, c.fp8_shared == 1, c.Is, c.D, ws, p.fq3, p.fe3, p.fs3, p.sw3_f);
+    random_fp8_block128(rng, c.fp8_shared == 1, c.D, c.Is, 1.0f / std::sqrt(float(c.Is)), p.fq2, p.fe2, p.fs2, p.sw2_f);
+    p.sw1.clear(), p.sw3.clear(), p.sw2.clear();
+  }
   return p;
 }
 
@@ -325,6 +374,41 @@ TEST_F(GpuMoe, DecodePathManyPairsPerExpert) {
   Case c;
   c.skew = true, c.T = 70, c.E = 8, c.k = 2, c.D = 256, c.I = 192, c.Is = 128;
   check_case(c, MoePath::kGemv);
+}
+
+// FP8 block-128 shared expert (DeepSeek format), converted to bf16 at load:
+// exact with E8M0 tile scales, one bf16 rounding of the fp32 product with fp32
+// scales. Shapes not multiples of 128 exercise partial tiles; T = 5 runs the
+// small decode variant, T = 20 the general one, and the prefill path.
+TEST_F(GpuMoe, Fp8SharedExpertE8m0AndF32Scales) {
+  for (int kind : {1, 2}) {
+    Case c;
+    c.fp8_shared = kind, c.D = 192, c.I = 128, c.Is = 192, c.E = 8, c.k = 2, c.T = 5;
+    check_case(c, MoePath::kGemv);
+    c.T = 20;
+    check_case(c, MoePath::kGemv);
+    check_case(c, MoePath::kMma);
+  }
+}
+TEST_F(GpuMoe, Fp8SharedExpertBadInputThrows) {
+  Case c;
+  c.fp8_shared = 1, c.D = 192, c.Is = 192;
+  Problem p = make_problem(c, 4);
+  p.fq2[7] = 0x7f;  // NaN code
+  EXPECT_THROW(MoeLayer(p.config, p.host()), megamoe::Error);
+  p.fq2[7] = 0;
+  megamoe::cuda::MoeHostWeights h = p.host();
+  const std::vector<float> f32_scales(4, 1.0f);
+  h.shared_fp8_w1.scales_f32 = f32_scales;  // both scale kinds given
+  EXPECT_THROW(MoeLayer(p.config, h), megamoe::Error);
+  h = p.host();
+  h.shared_fp8_w3.scales_e8m0 = h.shared_fp8_w3.scales_e8m0.subspan(1);  // one tile scale short
+  EXPECT_THROW(MoeLayer(p.config, h), megamoe::Error);
+  h = p.host();
+  const std::vector<uint16_t> bf16_w1(size_t(c.Is) * c.D, megamoe::f32_to_bf16(0.01f));
+  h.shared_w1 = bf16_w1;  // bf16 and FP8 shared weights together
+  EXPECT_THROW(MoeLayer(p.config, h), megamoe::Error);
+  EXPECT_NO_THROW(MoeLayer(p.config, p.host()));
 }
 
 TEST_F(GpuMoe, FlashShape) {

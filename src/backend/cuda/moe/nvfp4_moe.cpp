@@ -54,9 +54,22 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   check_size(g1.size(), E, "w1 global scale");
   check_size(g3.size(), E, "w3 global scale");
   check_size(g2.size(), E, "w2 global scale");
-  check_size(w.shared_w1.size(), Is * D, "shared w1");
-  check_size(w.shared_w3.size(), Is * D, "shared w3");
-  check_size(w.shared_w2.size(), D * Is, "shared w2");
+  // An FP8 shared expert is dequantized to bf16 here (exact for E8M0 scales).
+  std::vector<uint16_t> fp8_w1, fp8_w3, fp8_w2;
+  std::span<const uint16_t> shared_w1 = w.shared_w1, shared_w3 = w.shared_w3, shared_w2 = w.shared_w2;
+  const bool fp8 = !w.shared_fp8_w1.empty() || !w.shared_fp8_w3.empty() || !w.shared_fp8_w2.empty();
+  if (fp8) {
+    MEGAMOE_CHECK(w.shared_w1.empty() && w.shared_w3.empty() && w.shared_w2.empty(),
+                  "MoeLayer: give the shared expert either in bf16 or in FP8, not both");
+    MEGAMOE_CHECK(Is > 0, "MoeLayer: FP8 shared expert weights given but shared_inter is 0");
+    fp8_w1 = fp8_block128_to_bf16(w.shared_fp8_w1, c.shared_inter, c.hidden, "shared w1");
+    fp8_w3 = fp8_block128_to_bf16(w.shared_fp8_w3, c.shared_inter, c.hidden, "shared w3");
+    fp8_w2 = fp8_block128_to_bf16(w.shared_fp8_w2, c.hidden, c.shared_inter, "shared w2");
+    shared_w1 = fp8_w1, shared_w3 = fp8_w3, shared_w2 = fp8_w2;
+  }
+  check_size(shared_w1.size(), Is * D, "shared w1");
+  check_size(shared_w3.size(), Is * D, "shared w3");
+  check_size(shared_w2.size(), D * Is, "shared w2");
 
   vocab_ = static_cast<int>(w.tid2eid.size() / k);
   hashed_ = !w.tid2eid.empty();
@@ -77,11 +90,11 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   put(w.w3, w.s3, g3, c.intermediate, c.hidden, "w3", w3_, s3_, g3_);
   put(w.w2, w.s2, g2, c.hidden, c.intermediate, "w2", w2_, s2_, g2_);
   if (c.shared_inter > 0) {
-    sf1_ = upload(std::span<const uint32_t>(repack_bf16_matrix(w.shared_w1, c.shared_inter, c.hidden)));
-    sf3_ = upload(std::span<const uint32_t>(repack_bf16_matrix(w.shared_w3, c.shared_inter, c.hidden)));
-    sf2_ = upload(std::span<const uint32_t>(repack_bf16_matrix(w.shared_w2, c.hidden, c.shared_inter)));
+    sf1_ = upload(std::span<const uint32_t>(repack_bf16_matrix(shared_w1, c.shared_inter, c.hidden)));
+    sf3_ = upload(std::span<const uint32_t>(repack_bf16_matrix(shared_w3, c.shared_inter, c.hidden)));
+    sf2_ = upload(std::span<const uint32_t>(repack_bf16_matrix(shared_w2, c.hidden, c.shared_inter)));
   }
-  sw1_ = upload(w.shared_w1), sw3_ = upload(w.shared_w3), sw2_ = upload(w.shared_w2);
+  sw1_ = upload(shared_w1), sw3_ = upload(shared_w3), sw2_ = upload(shared_w2);
 
   const size_t T = c.max_tokens, pairs = T * (k + 1), hs = std::max(I, Is);
   scores_ = DeviceBuffer(T * E * sizeof(float));
@@ -151,21 +164,45 @@ kernels::MoeParams MoeLayer::params(const uint16_t* x, const int32_t* token_ids,
 
 void MoeLayer::forward(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
                        cudaStream_t stream, MoePath path) const {
+  run_stages(x, token_ids, tokens, y, y_f32, stream, path, nullptr);
+}
+
+void MoeLayer::forward_with_stage_events(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y,
+                                         float* y_f32, cudaStream_t stream, MoePath path,
+                                         cudaEvent_t const (&events)[kStageCount + 1]) const {
+  run_stages(x, token_ids, tokens, y, y_f32, stream, path, events);
+}
+
+void MoeLayer::run_stages(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
+                          cudaStream_t stream, MoePath path, const cudaEvent_t* events) const {
   MEGAMOE_CHECK(tokens >= 0 && tokens <= config_.max_tokens, "MoeLayer::forward: ", tokens,
                 " tokens is outside [0, max_tokens=", config_.max_tokens, "]");
   MEGAMOE_CHECK(x != nullptr && (y != nullptr || y_f32 != nullptr), "MoeLayer::forward: null input or output");
   MEGAMOE_CHECK(!hashed_ || token_ids != nullptr, "MoeLayer::forward: a hash-routed layer needs token ids");
   if (tokens == 0) return;
   const kernels::MoeParams p = params(x, token_ids, tokens, y, y_f32, path);
-  kernels::launch_moe_route(p, stream);
+  const bool gemv = choose_path(tokens, path) == MoePath::kGemv;
+  auto mark = [&](int i) {
+    if (events != nullptr) MEGAMOE_CUDA_CHECK(cudaEventRecord(events[i], stream));
+  };
+  mark(0);
+  kernels::launch_moe_route_scores(p, stream);
   MEGAMOE_CUDA_CHECK_LAUNCH(stream);
-  if (choose_path(tokens, path) == MoePath::kGemv)
-    kernels::launch_moe_gemv(p, stream);
-  else
-    kernels::launch_moe_mma(p, stream);
+  mark(1);
+  kernels::launch_moe_route_select(p, stream);
   MEGAMOE_CUDA_CHECK_LAUNCH(stream);
+  mark(2);
+  for (int gemm = 1; gemm <= 2; ++gemm) {
+    if (gemv)
+      kernels::launch_moe_gemv_gemm(p, gemm, stream);
+    else
+      kernels::launch_moe_mma_gemm(p, gemm, stream);
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream);
+    mark(2 + gemm);
+  }
   kernels::launch_moe_combine(p, stream);
   MEGAMOE_CUDA_CHECK_LAUNCH(stream);
+  mark(5);
 }
 
 bool MoeLayer::take_error_flag(cudaStream_t stream) const {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "backend/cuda/device.hpp"
+#include "backend/cuda/moe/shared_fp8.hpp"
 #include "kernels/moe/moe_params.hpp"
 
 namespace megamoe::cuda {
@@ -45,6 +46,10 @@ struct MoeHostWeights {
   std::span<const float> g1, g3, g2;  // [E] global scales (NVFP4); empty for MXFP4
   std::span<const uint16_t> shared_w1, shared_w3;  // [I_s, D] bf16 bits
   std::span<const uint16_t> shared_w2;             // [D, I_s] bf16 bits
+  // Or an FP8 block-128 shared expert (all three set, shared_w* then empty):
+  // converted to bf16 at load (shared_fp8.hpp: exact for E8M0 scales).
+  Fp8BlockMatrix shared_fp8_w1, shared_fp8_w3;  // [I_s, D]
+  Fp8BlockMatrix shared_fp8_w2;                 // [D, I_s]
 };
 
 enum class MoePath { kAuto, kGemv, kMma };
@@ -58,6 +63,13 @@ class MoeLayer {
   // may be null). Enqueues on `stream`; never synchronises or allocates.
   void forward(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
                cudaStream_t stream, MoePath path = MoePath::kAuto) const;
+
+  // forward() with an event recorded before the first launch and after each of
+  // the five stages: router scores, select+permute, GEMM1, GEMM2, combine
+  // (events[0..5]); the bench's per-stage breakdown.
+  static constexpr int kStageCount = 5;
+  void forward_with_stage_events(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
+                                 cudaStream_t stream, MoePath path, cudaEvent_t const (&events)[kStageCount + 1]) const;
 
   // Reads and clears the sticky device error flag (set by a token id or
   // tid2eid entry out of range). Synchronises the stream: not for the hot path.
@@ -76,6 +88,8 @@ class MoeLayer {
   size_t shared_bytes() const;
 
  private:
+  void run_stages(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
+                  cudaStream_t stream, MoePath path, const cudaEvent_t* events) const;
   kernels::MoeParams params(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
                             MoePath path) const;
 
