@@ -1,7 +1,8 @@
 // `megamoe bench-moe`: times the CUDA MoE forward (src/backend/cuda/moe) for
 // the DeepSeek-V4 Flash and Pro shapes, T in {1,4,16,64,256,4096}, uniform
 // and skewed routing. Per case: median of CUDA-event times over warm,
-// rotating inputs; effective bandwidth = distinct expert weight+scale bytes
+// rotating inputs, for eager launches and for a CUDA graph replay of the
+// whole forward (what decode in the engine sees); effective bandwidth = distinct expert weight+scale bytes
 // touched (routed experts actually selected + shared expert + router gate) /
 // time; TFLOP/s of the expert GEMMs; % of the device-to-device copy bandwidth
 // measured in the same run. Weights are random bytes (timing does not depend
@@ -106,6 +107,40 @@ std::string time_stages(const MoeLayer& layer, Xin xin, int T, uint16_t* y, cuda
   return buf;
 }
 
+// The whole forward as a CUDA graph replay (how decode runs it in the engine):
+// one graph captured per rotating input buffer, replayed round-robin, CUDA
+// events around each replay; returns the median in ms.
+template <typename Xin>
+float time_graph(const MoeLayer& layer, Xin xin, int T, uint16_t* y, cudaStream_t stream, int iters,
+                 megamoe::cuda::MoePath path, int rotations) {
+  std::vector<cudaGraphExec_t> execs(rotations);
+  for (int r = 0; r < rotations; ++r) {
+    cudaGraph_t graph;
+    MEGAMOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    layer.forward(xin(r), nullptr, T, y, nullptr, stream, path);
+    MEGAMOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    MEGAMOE_CUDA_CHECK(cudaGraphInstantiate(&execs[r], graph, 0));
+    MEGAMOE_CUDA_CHECK(cudaGraphDestroy(graph));
+  }
+  cudaEvent_t e0, e1;
+  MEGAMOE_CUDA_CHECK(cudaEventCreate(&e0));
+  MEGAMOE_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < iters + 3; ++i) {
+    MEGAMOE_CUDA_CHECK(cudaEventRecord(e0, stream));
+    MEGAMOE_CUDA_CHECK(cudaGraphLaunch(execs[i % rotations], stream));
+    MEGAMOE_CUDA_CHECK(cudaEventRecord(e1, stream));
+    MEGAMOE_CUDA_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    MEGAMOE_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    if (i >= 3) ms.push_back(t);  // warm-up
+  }
+  for (auto& e : execs) MEGAMOE_CUDA_CHECK(cudaGraphExecDestroy(e));
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 struct Shape {
   const char* name;
   int D, I, E, k, Is;
@@ -133,8 +168,8 @@ int run_bench(int argc, char** argv) {
   std::printf("device: %s\n", megamoe::cuda::describe_device(0).c_str());
   const double copy_tbps = measure_copy_tbps();
   std::printf("device-to-device copy (read+write): %.2f TB/s\n", copy_tbps);
-  std::printf("%-6s %-5s %-8s %5s %-18s %10s %9s %9s %8s %7s\n", "shape", "fmt", "routing", "T", "path", "median_us",
-              "GB_touch", "eff_TB/s", "%copy", "TFLOP/s");
+  std::printf("%-6s %-5s %-8s %5s %-18s %10s %9s %9s %8s %7s %9s %9s %8s\n", "shape", "fmt", "routing", "T", "path",
+              "median_us", "GB_touch", "eff_TB/s", "%copy", "TFLOP/s", "graph_us", "graph_TB/s", "g_%copy");
   std::vector<std::string> stage_lines;
   const int max_t = *std::max_element(token_counts.begin(), token_counts.end());
   for (const std::string& shape_name : shapes) {
@@ -204,12 +239,14 @@ int run_bench(int argc, char** argv) {
         }
         std::sort(ms.begin(), ms.end());
         const double med_s = ms[ms.size() / 2] * 1e-3;
+        const double g_med_s = time_graph(layer, xin, T, y.as<uint16_t>(), stream.get(), iters, path, kRot) * 1e-3;
         const double bytes = bytes_sum / iters;
         const double flops = 2.0 * T * (double(s.k) * 3 * D * I + 3.0 * D * Is);
-        const double tbps = bytes / med_s / 1e12;
-        std::printf("%-6s %-5s %-8s %5d %-18s %10.1f %9.3f %9.2f %7.1f%% %7.1f\n", s.name, mxfp4 ? "mxfp4" : "nvfp4",
-                    routing, T, layer.describe_path(T, path).c_str(), med_s * 1e6, bytes / 1e9, tbps,
-                    100.0 * tbps / copy_tbps, flops / med_s / 1e12);
+        const double tbps = bytes / med_s / 1e12, g_tbps = bytes / g_med_s / 1e12;
+        std::printf("%-6s %-5s %-8s %5d %-18s %10.1f %9.3f %9.2f %7.1f%% %7.1f %9.1f %9.2f %7.1f%%\n", s.name,
+                    mxfp4 ? "mxfp4" : "nvfp4", routing, T, layer.describe_path(T, path).c_str(), med_s * 1e6,
+                    bytes / 1e9, tbps, 100.0 * tbps / copy_tbps, flops / med_s / 1e12, g_med_s * 1e6, g_tbps,
+                    100.0 * g_tbps / copy_tbps);
         std::fflush(stdout);
         if (!skewed && path == megamoe::cuda::MoePath::kAuto &&
             std::find(stage_tokens.begin(), stage_tokens.end(), T) != stage_tokens.end()) {

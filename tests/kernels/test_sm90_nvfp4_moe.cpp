@@ -251,6 +251,31 @@ GpuRun download(const MoeLayer& layer, DeviceInputs& in, int T, int D, int k) {
   return r;
 }
 
+// The GPU's top-k against the CPU router: equal, or (learned routing only) a
+// near-tie whose two candidates' biased scores agree to 1e-5.
+void expect_routing_matches_cpu(const Case& c, const Problem& p, const std::vector<float>& xf,
+                                const std::vector<int32_t>& tokens, const GpuRun& g) {
+  const megamoe::cpu::MoeWeights cw = p.cpu_weights();
+  const megamoe::cpu::Routing want = megamoe::cpu::moe_route(cw, xf, tokens, c.T);
+  for (int t = 0; t < c.T; ++t) {
+    for (int j = 0; j < c.k; ++j) {
+      const int i = t * c.k + j;
+      if (g.ids[i] == want.experts[i]) {
+        EXPECT_NEAR(g.weights[i], want.weights[i], 1e-5 * std::abs(want.weights[i]) + 1e-7) << "token " << t;
+        continue;
+      }
+      ASSERT_FALSE(c.hash) << "hash routing must match exactly (token " << t << ")";
+      // Only a near-tie may differ: recompute both candidates' biased scores.
+      auto biased = [&](int e) {
+        double acc = 0;
+        for (int d = 0; d < c.D; ++d) acc += double(p.gate_f32[size_t(e) * c.D + d]) * xf[size_t(t) * c.D + d];
+        return std::sqrt(std::log1p(std::exp(acc))) + (p.bias.empty() ? 0.0 : p.bias[e]);
+      };
+      EXPECT_NEAR(biased(g.ids[i]), biased(want.experts[i]), 1e-5) << "token " << t << " slot " << j;
+    }
+  }
+}
+
 // Runs one case on the GPU and checks it against the CPU reference.
 void check_case(const Case& c, MoePath path) {
   const Problem p = make_problem(c, c.T);
@@ -273,26 +298,8 @@ void check_case(const Case& c, MoePath path) {
   EXPECT_FALSE(layer.take_error_flag(stream.get()));
   const GpuRun g = download(layer, in, c.T, c.D, c.k);
 
-  // Routing against the CPU.
   const megamoe::cpu::MoeWeights cw = p.cpu_weights();
-  const megamoe::cpu::Routing want = megamoe::cpu::moe_route(cw, xf, tokens, c.T);
-  for (int t = 0; t < c.T; ++t) {
-    for (int j = 0; j < c.k; ++j) {
-      const int i = t * c.k + j;
-      if (g.ids[i] == want.experts[i]) {
-        EXPECT_NEAR(g.weights[i], want.weights[i], 1e-5 * std::abs(want.weights[i]) + 1e-7) << "token " << t;
-        continue;
-      }
-      ASSERT_FALSE(c.hash) << "hash routing must match exactly (token " << t << ")";
-      // Only a near-tie may differ: recompute both candidates' biased scores.
-      auto biased = [&](int e) {
-        double acc = 0;
-        for (int d = 0; d < c.D; ++d) acc += double(p.gate_f32[size_t(e) * c.D + d]) * xf[size_t(t) * c.D + d];
-        return std::sqrt(std::log1p(std::exp(acc))) + (p.bias.empty() ? 0.0 : p.bias[e]);
-      };
-      EXPECT_NEAR(biased(g.ids[i]), biased(want.experts[i]), 1e-5) << "token " << t << " slot " << j;
-    }
-  }
+  expect_routing_matches_cpu(c, p, xf, tokens, g);
   // Expert math with the GPU's routing, roundings emulated.
   megamoe::cpu::Routing used{c.T, c.k, g.ids, g.weights};
   megamoe::cpu::MoeOptions opt;
@@ -429,40 +436,49 @@ TEST_F(GpuMoe, ProShapeMxfp4Prefill) {
   check_case(c, MoePath::kMma);
 }
 
+// T = 13 (the decode kernels' general variant) and T = 3 (the T <= 8 deep-ring
+// variant); each replay's routing is checked against the CPU router (the
+// replay must route the new inputs, not reuse the previous tiles) and its
+// output against an eager forward bit for bit.
 TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
-  Case c;
-  c.T = 13;
-  const Problem p = make_problem(c, c.T);
-  const MoeLayer layer(p.config, p.host());
-  DeviceInputs in(c.T, c.D);
-  megamoe::cuda::Stream stream;
-  std::mt19937 rng(77);
-  std::vector<uint16_t> xb;
-  std::vector<float> xf;
-  random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
-  in.x.upload(xb.data(), xb.size() * 2);
-  for (MoePath path : {MoePath::kGemv, MoePath::kMma}) {
-    cudaGraph_t graph;
-    MEGAMOE_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-    layer.forward(in.x.as<uint16_t>(), nullptr, c.T, in.y.as<uint16_t>(), in.yf.as<float>(), stream.get(), path);
-    MEGAMOE_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
-    cudaGraphExec_t exec;
-    MEGAMOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    for (int round = 0; round < 2; ++round) {
-      random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);  // new inputs, same buffers
-      in.x.upload(xb.data(), xb.size() * 2);
-      MEGAMOE_CUDA_CHECK(cudaMemset(in.yf.get(), 0xff, in.yf.size()));
-      MEGAMOE_CUDA_CHECK(cudaGraphLaunch(exec, stream.get()));
-      stream.synchronize();
-      const GpuRun replay = download(layer, in, c.T, c.D, c.k);
+  for (int tokens : {13, 3}) {
+    SCOPED_TRACE(tokens);
+    Case c;
+    c.T = tokens;
+    const Problem p = make_problem(c, c.T);
+    const MoeLayer layer(p.config, p.host());
+    DeviceInputs in(c.T, c.D);
+    megamoe::cuda::Stream stream;
+    std::mt19937 rng(77);
+    std::vector<uint16_t> xb;
+    std::vector<float> xf;
+    random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
+    in.x.upload(xb.data(), xb.size() * 2);
+    for (MoePath path : {MoePath::kGemv, MoePath::kMma}) {
+      cudaGraph_t graph;
+      MEGAMOE_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
       layer.forward(in.x.as<uint16_t>(), nullptr, c.T, in.y.as<uint16_t>(), in.yf.as<float>(), stream.get(), path);
-      stream.synchronize();
-      const GpuRun eager = download(layer, in, c.T, c.D, c.k);
-      EXPECT_EQ(std::memcmp(replay.y_f32.data(), eager.y_f32.data(), eager.y_f32.size() * 4), 0)
-          << "graph replay differs from eager (deterministic kernels expected)";
+      MEGAMOE_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
+      cudaGraphExec_t exec;
+      MEGAMOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      for (int round = 0; round < 2; ++round) {
+        random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);  // new inputs, same buffers
+        in.x.upload(xb.data(), xb.size() * 2);
+        MEGAMOE_CUDA_CHECK(cudaMemset(in.yf.get(), 0xff, in.yf.size()));
+        MEGAMOE_CUDA_CHECK(cudaGraphLaunch(exec, stream.get()));
+        stream.synchronize();
+        const GpuRun replay = download(layer, in, c.T, c.D, c.k);
+        // the replay routed the NEW inputs
+        expect_routing_matches_cpu(c, p, xf, std::vector<int32_t>(c.T, 0), replay);
+        layer.forward(in.x.as<uint16_t>(), nullptr, c.T, in.y.as<uint16_t>(), in.yf.as<float>(), stream.get(), path);
+        stream.synchronize();
+        const GpuRun eager = download(layer, in, c.T, c.D, c.k);
+        EXPECT_EQ(std::memcmp(replay.y_f32.data(), eager.y_f32.data(), eager.y_f32.size() * 4), 0)
+            << "graph replay differs from eager (deterministic kernels expected)";
+      }
+      MEGAMOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
+      MEGAMOE_CUDA_CHECK(cudaGraphDestroy(graph));
     }
-    MEGAMOE_CUDA_CHECK(cudaGraphExecDestroy(exec));
-    MEGAMOE_CUDA_CHECK(cudaGraphDestroy(graph));
   }
 }
 
