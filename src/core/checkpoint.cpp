@@ -4,12 +4,11 @@
 // shapes checked (nvfp4-format.md §2-3, dsv4-architecture.md §3).
 #include "core/checkpoint.hpp"
 
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/json_file.hpp"
 
 namespace megamoe {
 namespace {
@@ -25,16 +24,7 @@ bool is_dense_float(DType dtype) { return dtype == DType::F32 || dtype == DType:
 // weight_map of an index file: tensor name -> shard file name (relative to the directory).
 std::map<std::string, std::string> read_weight_map(const std::filesystem::path& index_path) {
   const std::string source = index_path.string();
-  std::ifstream in(index_path, std::ios::binary);
-  MEGAMOE_CHECK(in, source, ": cannot open the file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  nlohmann::json index;
-  try {
-    index = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    MEGAMOE_THROW(source, ": not valid JSON (", e.what(), ")");
-  }
+  const nlohmann::json index = read_json_file(index_path);
   MEGAMOE_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), source,
                 ": field 'weight_map' is missing or not an object");
   std::map<std::string, std::string> weight_map;

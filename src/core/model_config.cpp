@@ -7,13 +7,12 @@
 #include "core/model_config.hpp"
 
 #include <cmath>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/json_file.hpp"
 
 namespace megamoe {
 namespace {
@@ -502,18 +501,7 @@ ModelConfig parse_model_config(const nlohmann::json& json_config, const std::str
 }
 
 ModelConfig load_model_config(const std::filesystem::path& config_json) {
-  const std::string source = config_json.string();
-  std::ifstream in(config_json, std::ios::binary);
-  MEGAMOE_CHECK(in, source, ": cannot open the file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  nlohmann::json parsed;
-  try {
-    parsed = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    MEGAMOE_THROW(source, ": not valid JSON (", e.what(), ")");
-  }
-  return parse_model_config(parsed, source);
+  return parse_model_config(read_json_file(config_json), config_json.string());
 }
 
 }  // namespace megamoe

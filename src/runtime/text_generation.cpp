@@ -1,9 +1,8 @@
 #include "runtime/text_generation.hpp"
 
-#include <fstream>
-#include <sstream>
 
 #include "core/error.hpp"
+#include "core/json_file.hpp"
 #include "text/unicode.hpp"
 
 namespace megamoe {
@@ -28,16 +27,7 @@ std::vector<int32_t> encode_chat_prompt(const text::Tokenizer& tokenizer, const 
 }
 
 nlohmann::ordered_json read_chat_messages(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MEGAMOE_CHECK(in.good(), path, ": cannot open the chat file");
-  std::ostringstream content;
-  content << in.rdbuf();
-  nlohmann::ordered_json messages;
-  try {
-    messages = nlohmann::ordered_json::parse(content.str());
-  } catch (const nlohmann::json::exception& e) {
-    MEGAMOE_THROW(path, ": expected a JSON array of chat messages: ", e.what());
-  }
+  const nlohmann::ordered_json messages = read_ordered_json_file(path);
   MEGAMOE_CHECK(messages.is_array(), path, ": expected a JSON array of chat messages, got ", messages.type_name());
   MEGAMOE_CHECK(!messages.empty(), path, ": the chat has no messages");
   return messages;
