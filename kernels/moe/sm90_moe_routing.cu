@@ -8,6 +8,7 @@
 // Covered by tests/kernels/test_sm90_nvfp4_moe.cpp.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cfloat>
 
 #include "kernels/moe/moe_params.hpp"
@@ -15,8 +16,20 @@
 namespace megamoe::cuda::kernels {
 namespace {
 
-constexpr int kLogitWarps = 8;
+// Scores: a block of 8 warps per (EPB experts, kScoreTokens tokens); D is split
+// over all 256 threads in 16-byte chunks, so even T=1 runs E blocks with the
+// whole gate in flight at once.
+constexpr int kScoreThreads = 256;
+constexpr int kScoreWarps = kScoreThreads / 32;
+constexpr int kScoreTokens = 16;  // tokens per block (grid.y)
+constexpr int kTokGroup = 4;      // tokens accumulated together in registers
+
+// Select: one block; scores of kSelectChunk tokens staged in shared memory at
+// a time, a warp per token for the top-k, block-wide scans for the groups.
 constexpr int kSelectThreads = 1024;
+constexpr int kSelectWarps = kSelectThreads / 32;
+constexpr size_t kSelectScoreBytes = 96 * 1024;  // staged scores per chunk
+constexpr size_t kSelectIdsBytes = 96 * 1024;    // topk ids kept in smem when T*k fits
 
 __device__ __forceinline__ float bf16_bits_to_float(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
 
@@ -25,27 +38,81 @@ __device__ __forceinline__ float sqrt_softplus(float g) {
   return sqrtf(sp);
 }
 
-// One warp per (token, expert): scores[t, e] = sqrtsoftplus(x_t . gate_e).
-__global__ void __launch_bounds__(kLogitWarps * 32) router_scores_kernel(MoeParams p) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int e = blockIdx.x * kLogitWarps + warp;
-  const int t = blockIdx.y;
-  if (e >= p.experts) return;
-  const uint4* xr = reinterpret_cast<const uint4*>(p.x + static_cast<size_t>(t) * p.hidden);
-  const uint4* gr = reinterpret_cast<const uint4*>(p.gate + static_cast<size_t>(e) * p.hidden);
-  float acc = 0.0f;
-  for (int c = lane; c < p.hidden / 8; c += 32) {
-    const uint4 a = __ldg(xr + c), b = __ldg(gr + c);
-    const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+__device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc) {
+  const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      acc = fmaf(bf16_bits_to_float(av[i] & 0xffffu), bf16_bits_to_float(bv[i] & 0xffffu), acc);
-      acc = fmaf(bf16_bits_to_float(av[i] >> 16), bf16_bits_to_float(bv[i] >> 16), acc);
-    }
+  for (int i = 0; i < 4; ++i) {
+    acc = fmaf(bf16_bits_to_float(av[i] & 0xffffu), bf16_bits_to_float(bv[i] & 0xffffu), acc);
+    acc = fmaf(bf16_bits_to_float(av[i] >> 16), bf16_bits_to_float(bv[i] >> 16), acc);
   }
+  return acc;
+}
+
+// scores[t, e] = sqrtsoftplus(x_t . gate_e) for EPB experts from blockIdx.x*EPB
+// and the tokens of blockIdx.y. Each thread sums its chunks in order, then a
+// fixed-order warp butterfly and a fixed-order sum over the warps: deterministic.
+template <int EPB>
+__global__ void __launch_bounds__(kScoreThreads) router_scores_kernel(MoeParams p) {
+  __shared__ float red[kScoreWarps][EPB * kTokGroup];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int e0 = blockIdx.x * EPB;
+  const int t_begin = blockIdx.y * kScoreTokens, t_end = min(p.tokens, t_begin + kScoreTokens);
+  const int chunks = p.hidden / 8;
+  const uint4* gr[EPB];
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-  if (lane == 0) p.scores[static_cast<size_t>(t) * p.experts + e] = sqrt_softplus(acc);
+  for (int i = 0; i < EPB; ++i)
+    gr[i] = reinterpret_cast<const uint4*>(p.gate + static_cast<size_t>(min(e0 + i, p.experts - 1)) * p.hidden);
+  for (int t0 = t_begin; t0 < t_end; t0 += kTokGroup) {
+    const uint4* xr[kTokGroup];
+#pragma unroll
+    for (int j = 0; j < kTokGroup; ++j)
+      xr[j] = reinterpret_cast<const uint4*>(p.x + static_cast<size_t>(min(t0 + j, t_end - 1)) * p.hidden);
+    float acc[EPB][kTokGroup];
+#pragma unroll
+    for (int i = 0; i < EPB; ++i)
+#pragma unroll
+      for (int j = 0; j < kTokGroup; ++j) acc[i][j] = 0.0f;
+    const int ntok = min(kTokGroup, t_end - t0);
+#pragma unroll 2
+    for (int c = threadIdx.x; c < chunks; c += kScoreThreads) {
+      uint4 g[EPB], a[kTokGroup];
+#pragma unroll
+      for (int i = 0; i < EPB; ++i) g[i] = __ldg(gr[i] + c);
+#pragma unroll
+      for (int j = 0; j < kTokGroup; ++j)
+        a[j] = j < ntok ? __ldg(xr[j] + c) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int i = 0; i < EPB; ++i)
+#pragma unroll
+        for (int j = 0; j < kTokGroup; ++j)
+          if (j < ntok) acc[i][j] = dot8(a[j], g[i], acc[i][j]);
+    }
+#pragma unroll
+    for (int i = 0; i < EPB; ++i)
+#pragma unroll
+      for (int j = 0; j < kTokGroup; ++j) {
+        float v = acc[i][j];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        acc[i][j] = v;
+      }
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < EPB; ++i)
+#pragma unroll
+        for (int j = 0; j < kTokGroup; ++j) red[warp][i * kTokGroup + j] = acc[i][j];
+    }
+    __syncthreads();
+    if (threadIdx.x < EPB * kTokGroup) {
+      const int i = threadIdx.x / kTokGroup, j = threadIdx.x % kTokGroup;
+      float s = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kScoreWarps; ++w) s += red[w][threadIdx.x];
+      if (j < ntok && e0 + i < p.experts)
+        p.scores[static_cast<size_t>(t0 + j) * p.experts + e0 + i] = sqrt_softplus(s);
+    }
+    __syncthreads();
+  }
 }
 
 // Warp-wide argmax: largest value, lower index on ties.
@@ -58,95 +125,137 @@ __device__ __forceinline__ void warp_argmax(float& v, int& i) {
   }
 }
 
-// Exclusive scan of n values in smem by one warp (n up to a few thousand).
-__device__ void warp_exclusive_scan(const int* in, int* out, int n, int lane, int* total) {
-  const int per = (n + 31) / 32;
-  const int b = min(n, lane * per), e = min(n, b + per);
-  int sum = 0;
-  for (int i = b; i < e; ++i) sum += in[i];
-  int incl = sum;
+// Block-wide exclusive scans of counts and of tiles per group (ceil(count /
+// tile_m)) in one pass: each thread owns a run of consecutive groups, warp
+// scans of the run sums, then a scan of the warp totals. All threads call it.
+__device__ void block_scan_groups(const int* counts, int* offsets, int* ntile, int* tile_off, int n, int tile_m,
+                                  int (*wsum)[2], int* total_tiles) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int per = (n + kSelectThreads - 1) / kSelectThreads;
+  const int b = min(n, static_cast<int>(threadIdx.x) * per), e = min(n, b + per);
+  int sc = 0, st = 0;
+  for (int i = b; i < e; ++i) {
+    const int nt = (counts[i] + tile_m - 1) / tile_m;
+    ntile[i] = nt;
+    sc += counts[i], st += nt;
+  }
+  int ic = sc, it = st;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
+    const int vc = __shfl_up_sync(0xffffffffu, ic, o), vt = __shfl_up_sync(0xffffffffu, it, o);
+    if (lane >= o) ic += vc, it += vt;
   }
-  int run = incl - sum;
-  for (int i = b; i < e; ++i) {
-    out[i] = run;
-    run += in[i];
-  }
-  if (lane == 31 && total) *total = incl;
-}
-
-// One block: top-k per token (a warp per token), then counts, offsets, tiles
-// and the scatter of pairs.
-__global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeParams p) {
-  extern __shared__ int smem[];
-  const int E = p.experts, k = p.top_k, T = p.tokens;
-  const int groups = E + 1;  // the shared expert is group E
-  int* counts = smem;                 // [E+1]
-  int* offsets = counts + groups;     // [E+1]
-  int* fill = offsets + groups;       // [E+1]
-  int* ntile = fill + groups;         // [E+1] tiles per group
-  int* tile_off = ntile + groups;     // [E+1]
-  __shared__ int total_tiles;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-  for (int i = threadIdx.x; i < groups; i += blockDim.x) counts[i] = 0, fill[i] = 0;
+  if (lane == 31) wsum[warp][0] = ic, wsum[warp][1] = it;
   __syncthreads();
-
-  for (int t = warp; t < T; t += nwarps) {
-    const float* s = p.scores + static_cast<size_t>(t) * E;
-    int32_t* ids = p.topk_ids + static_cast<size_t>(t) * k;
-    if (p.tid2eid) {
-      if (lane < k) {
-        const int tok = p.token_ids[t];
-        int e = 0;
-        if (tok < 0 || tok >= p.vocab) {
-          atomicExch(p.error_flag, 1);
-        } else {
-          e = p.tid2eid[static_cast<size_t>(tok) * k + lane];
-          if (e < 0 || e >= E) atomicExch(p.error_flag, 1), e = 0;
-        }
-        ids[lane] = e;
-      }
-    } else {
-      // k rounds of argmax over the biased scores; chosen experts are remembered
-      // in a per-lane bit set (expert e lives in lane e % 32, slot e / 32).
-      uint32_t taken = 0;  // bit i: expert lane + 32*i taken (E <= 1024)
-      for (int j = 0; j < k; ++j) {
-        float best = -FLT_MAX;
-        int best_i = INT_MAX;
-        for (int e = lane, i = 0; e < E; e += 32, ++i) {
-          if (taken >> i & 1u) continue;
-          const float v = s[e] + (p.bias ? p.bias[e] : 0.0f);
-          if (v > best || (v == best && e < best_i)) best = v, best_i = e;
-        }
-        warp_argmax(best, best_i);
-        if (best_i == INT_MAX) best_i = 0;  // NaN scores: keep indices valid
-        if ((best_i & 31) == lane) taken |= 1u << (best_i >> 5);
-        if (lane == 0) ids[j] = best_i;
-      }
+  if (warp == 0) {
+    const int c = wsum[lane][0], t = wsum[lane][1];
+    int jc = c, jt = t;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int vc = __shfl_up_sync(0xffffffffu, jc, o), vt = __shfl_up_sync(0xffffffffu, jt, o);
+      if (lane >= o) jc += vc, jt += vt;
     }
     __syncwarp();
-    if (lane == 0) {
-      float sum = 0.0f;
-      for (int j = 0; j < k; ++j) sum += s[ids[j]];
-      for (int j = 0; j < k; ++j) p.topk_w[static_cast<size_t>(t) * k + j] = s[ids[j]] / sum * p.routed_scaling;
+    wsum[lane][0] = jc - c, wsum[lane][1] = jt - t;  // exclusive warp bases
+    if (lane == 31) *total_tiles = jt;
+  }
+  __syncthreads();
+  int rc = wsum[warp][0] + ic - sc, rt = wsum[warp][1] + it - st;
+  for (int i = b; i < e; ++i) {
+    offsets[i] = rc, tile_off[i] = rt;
+    rc += counts[i], rt += ntile[i];
+  }
+}
+
+// One block: top-k per token (a warp per token on scores staged in shared
+// memory), then counts, offsets, tiles and the scatter of pairs, all from
+// shared memory. Shared layout: bias[E] | scores[chunk][E] | counts, offsets,
+// fill, ntile, tile_off [E+1 each] | ids[T*k] (only when ids_in_smem).
+__global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeParams p, int chunk_tokens,
+                                                                            int ids_in_smem) {
+  extern __shared__ float fsmem[];
+  const int E = p.experts, k = p.top_k, T = p.tokens;
+  const int groups = E + 1;  // the shared expert is group E
+  float* s_bias = fsmem;                     // [E]
+  float* s_sc = s_bias + E;                  // [chunk_tokens][E]
+  int* counts = reinterpret_cast<int*>(s_sc + static_cast<size_t>(chunk_tokens) * E);  // [E+1]
+  int* offsets = counts + groups;            // [E+1]
+  int* fill = offsets + groups;              // [E+1]
+  int* ntile = fill + groups;                // [E+1] tiles per group
+  int* tile_off = ntile + groups;            // [E+1]
+  int* s_ids = tile_off + groups;            // [T*k] when ids_in_smem
+  __shared__ int wsum[kSelectWarps][2];
+  __shared__ int total_tiles;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int i = threadIdx.x; i < groups; i += kSelectThreads) counts[i] = 0, fill[i] = 0;
+  for (int i = threadIdx.x; i < E; i += kSelectThreads) s_bias[i] = p.bias ? p.bias[i] : 0.0f;
+
+  for (int c0 = 0; c0 < T; c0 += chunk_tokens) {
+    const int nt = min(chunk_tokens, T - c0);
+    __syncthreads();  // previous chunk done with s_sc (and the init above)
+    const float* src = p.scores + static_cast<size_t>(c0) * E;
+    if ((E & 3) == 0) {
+      const float4* s4 = reinterpret_cast<const float4*>(src);
+      float4* d4 = reinterpret_cast<float4*>(s_sc);
+      for (int i = threadIdx.x; i < nt * E / 4; i += kSelectThreads) d4[i] = s4[i];
+    } else {
+      for (int i = threadIdx.x; i < nt * E; i += kSelectThreads) s_sc[i] = src[i];
     }
-    for (int j = lane; j < k; j += 32) atomicAdd(&counts[ids[j]], 1);
+    __syncthreads();
+    for (int tl = warp; tl < nt; tl += kSelectWarps) {
+      const int t = c0 + tl;
+      const float* s = s_sc + static_cast<size_t>(tl) * E;
+      int my_id = 0;  // lane j < k: expert of slot j
+      if (p.tid2eid) {
+        if (lane < k) {
+          const int tok = p.token_ids[t];
+          int e = 0;
+          if (tok < 0 || tok >= p.vocab) {
+            atomicExch(p.error_flag, 1);
+          } else {
+            e = p.tid2eid[static_cast<size_t>(tok) * k + lane];
+            if (e < 0 || e >= E) atomicExch(p.error_flag, 1), e = 0;
+          }
+          my_id = e;
+        }
+      } else {
+        // k rounds of argmax over the biased scores; chosen experts are remembered
+        // in a per-lane bit set (expert e lives in lane e % 32, slot e / 32).
+        uint32_t taken = 0;  // bit i: expert lane + 32*i taken (E <= 1024)
+        for (int j = 0; j < k; ++j) {
+          float best = -FLT_MAX;
+          int best_i = INT_MAX;
+          for (int e = lane, i = 0; e < E; e += 32, ++i) {
+            if (taken >> i & 1u) continue;
+            const float v = s[e] + s_bias[e];
+            if (v > best || (v == best && e < best_i)) best = v, best_i = e;
+          }
+          warp_argmax(best, best_i);
+          if (best_i == INT_MAX) best_i = 0;  // NaN scores: keep indices valid
+          if ((best_i & 31) == lane) taken |= 1u << (best_i >> 5);
+          if (lane == j) my_id = best_i;
+        }
+      }
+      // weights: the same fp32 order as the CPU router (sum over slots 0..k-1)
+      const float my_s = lane < k ? s[my_id] : 0.0f;
+      float sum = 0.0f;
+      for (int j = 0; j < k; ++j) sum += __shfl_sync(0xffffffffu, my_s, j);
+      if (lane < k) {
+        const size_t q = static_cast<size_t>(t) * k + lane;
+        p.topk_ids[q] = my_id;
+        p.topk_w[q] = my_s / sum * p.routed_scaling;
+        if (ids_in_smem) s_ids[q] = my_id;
+        atomicAdd(&counts[my_id], 1);
+      }
+    }
   }
   __syncthreads();
   if (threadIdx.x == 0) counts[E] = p.shared_inter > 0 ? T : 0;
   __syncthreads();
-  for (int g = threadIdx.x; g < groups; g += blockDim.x) ntile[g] = (counts[g] + p.tile_m - 1) / p.tile_m;
-  __syncthreads();
-  if (warp == 0) {
-    warp_exclusive_scan(counts, offsets, groups, lane, nullptr);
-    warp_exclusive_scan(ntile, tile_off, groups, lane, &total_tiles);
-  }
+  block_scan_groups(counts, offsets, ntile, tile_off, groups, p.tile_m, wsum, &total_tiles);
   __syncthreads();
   if (threadIdx.x == 0) *p.n_tiles = min(total_tiles, p.max_tiles);
-  for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+  for (int g = threadIdx.x; g < groups; g += kSelectThreads) {
     for (int i = 0; i < ntile[g]; ++i) {
       const int slot = tile_off[g] + i;
       if (slot >= p.max_tiles) break;  // cannot happen with max_tiles >= T*(k+1)
@@ -155,12 +264,14 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
       p.tile_count[slot] = min(p.tile_m, counts[g] - i * p.tile_m);
     }
   }
-  for (int q = threadIdx.x; q < T * k; q += blockDim.x) {
-    const int e = p.topk_ids[q];
+  // ids written above by this block: visible after the barrier (global path)
+  const int32_t* ids = ids_in_smem ? s_ids : p.topk_ids;
+  for (int q = threadIdx.x; q < T * k; q += kSelectThreads) {
+    const int e = ids[q];
     p.perm_pairs[offsets[e] + atomicAdd(&fill[e], 1)] = q;
   }
   if (p.shared_inter > 0)
-    for (int t = threadIdx.x; t < T; t += blockDim.x) p.perm_pairs[offsets[E] + t] = T * k + t;
+    for (int t = threadIdx.x; t < T; t += kSelectThreads) p.perm_pairs[offsets[E] + t] = T * k + t;
 }
 
 }  // namespace
@@ -168,14 +279,30 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
 void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
   // hash layers need the scores too: their weights come from them
-  const dim3 grid((p.experts + kLogitWarps - 1) / kLogitWarps, p.tokens);
-  router_scores_kernel<<<grid, kLogitWarps * 32, 0, stream>>>(p);
+  const int ty = (p.tokens + kScoreTokens - 1) / kScoreTokens;
+  if (p.tokens < 64) {  // one expert per block: E x ceil(T/16) blocks
+    router_scores_kernel<1><<<dim3(p.experts, ty), kScoreThreads, 0, stream>>>(p);
+  } else {  // 4 experts per block: x read from L2 4x less often
+    router_scores_kernel<4><<<dim3((p.experts + 3) / 4, ty), kScoreThreads, 0, stream>>>(p);
+  }
 }
 
 void launch_moe_route_select(const MoeParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
-  const size_t smem = 5 * static_cast<size_t>(p.experts + 1) * sizeof(int);
-  select_and_permute_kernel<<<1, kSelectThreads, smem, stream>>>(p);
+  const size_t E = p.experts, groups = E + 1;
+  const int chunk_tokens =
+      static_cast<int>(std::clamp<size_t>(kSelectScoreBytes / (E * sizeof(float)), 1, static_cast<size_t>(p.tokens)));
+  const size_t pairs = static_cast<size_t>(p.tokens) * p.top_k;
+  const int ids_in_smem = pairs * sizeof(int) <= kSelectIdsBytes ? 1 : 0;
+  const size_t smem = (E + static_cast<size_t>(chunk_tokens) * E) * sizeof(float) + 5 * groups * sizeof(int) +
+                      (ids_in_smem ? pairs * sizeof(int) : 0);
+  if (smem > 48 * 1024) {  // opt in once to the largest layout (E <= 1024); only large T gets here
+    static const cudaError_t attr = cudaFuncSetAttribute(
+        select_and_permute_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static_cast<int>(kSelectScoreBytes + kSelectIdsBytes + 1024 * sizeof(float) + 5 * 1025 * sizeof(int)));
+    (void)attr;  // a failure shows as the launch error the caller checks
+  }
+  select_and_permute_kernel<<<1, kSelectThreads, smem, stream>>>(p, chunk_tokens, ids_in_smem);
 }
 
 void launch_moe_route(const MoeParams& p, cudaStream_t stream) {
