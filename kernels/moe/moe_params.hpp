@@ -92,20 +92,13 @@ struct MoeParams {
 // Pairs per tile each path expects in MoeParams::tile_m.
 int moe_gemv_tile_m();
 int moe_mma_tile_m();
-// The MMA path needs N and K multiples of this.
-int moe_mma_granule();
 
-// One call each; all enqueue on `stream` and return immediately.
-void launch_moe_route(const MoeParams& p, cudaStream_t stream);    // router + permutation + tiles
-void launch_moe_gemv(const MoeParams& p, cudaStream_t stream);     // GEMM1+SwiGLU, GEMM2 (decode path)
-void launch_moe_mma(const MoeParams& p, cudaStream_t stream);      // same on tensor cores (prefill path)
-void launch_moe_combine(const MoeParams& p, cudaStream_t stream);  // y = sum of routed rows + shared row
-
-// The same stages one launch each (launch_moe_route = scores then select;
-// launch_moe_gemv/mma = gemm 1 then gemm 2), for the bench's per-stage times.
-void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream);
-void launch_moe_route_select(const MoeParams& p, cudaStream_t stream);
+// One launch per stage, in this order; all enqueue on `stream` and return immediately.
+void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream);  // router scores
+void launch_moe_route_select(const MoeParams& p, cudaStream_t stream);  // top-k / hash, permutation, tiles
+// gemm 1 = GEMM1 + clamped SwiGLU x routing weight, gemm 2 = GEMM2; decode (gemv) or prefill (mma) path.
 void launch_moe_gemv_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
 void launch_moe_mma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
+void launch_moe_combine(const MoeParams& p, cudaStream_t stream);  // y = sum of routed rows + shared row
 
 }  // namespace megamoe::cuda::kernels

@@ -305,9 +305,4 @@ void launch_moe_route_select(const MoeParams& p, cudaStream_t stream) {
   select_and_permute_kernel<<<1, kSelectThreads, smem, stream>>>(p, chunk_tokens, ids_in_smem);
 }
 
-void launch_moe_route(const MoeParams& p, cudaStream_t stream) {
-  launch_moe_route_scores(p, stream);
-  launch_moe_route_select(p, stream);
-}
-
 }  // namespace megamoe::cuda::kernels

@@ -262,9 +262,4 @@ void launch_moe_gemv_gemm(const MoeParams& p, int gemm, cudaStream_t stream) {
     launch_one<1>(p, stream);
 }
 
-void launch_moe_gemv(const MoeParams& p, cudaStream_t stream) {
-  launch_moe_gemv_gemm(p, 1, stream);
-  launch_moe_gemv_gemm(p, 2, stream);
-}
-
 }  // namespace megamoe::cuda::kernels

@@ -160,7 +160,6 @@ void launch_one(const MoeParams& p, cudaStream_t stream) {
 }  // namespace
 
 int moe_mma_tile_m() { return kBM; }
-int moe_mma_granule() { return 64; }
 
 void launch_moe_mma_gemm(const MoeParams& p, int gemm, cudaStream_t stream) {
   if (p.tokens == 0) return;
@@ -168,11 +167,6 @@ void launch_moe_mma_gemm(const MoeParams& p, int gemm, cudaStream_t stream) {
     launch_one<2>(p, stream);
   else
     launch_one<1>(p, stream);
-}
-
-void launch_moe_mma(const MoeParams& p, cudaStream_t stream) {
-  launch_moe_mma_gemm(p, 1, stream);
-  launch_moe_mma_gemm(p, 2, stream);
 }
 
 }  // namespace megamoe::cuda::kernels
