@@ -73,6 +73,17 @@ struct MoeParams {
   uint16_t* y = nullptr;           // [T, D] bf16 output (may be null)
   float* y_f32 = nullptr;          // [T, D] fp32 output (may be null)
   int32_t* error_flag = nullptr;   // [1] set to 1 by a bad token id / tid2eid entry (sticky)
+
+  // ---- W4A4 mode (both null = W4A16, the default) ----
+  // Routed activations NVFP4-quantized before each GEMM (kernels/moe/sm90_moe_act_quant.cu):
+  // GEMM1's routed tiles read pair p's row of xq instead of x's token row;
+  // GEMM2's routed rows of h are quantized in place. Both hold e2m1 x E4M3
+  // block scale as bf16 (exact); the activation global scale s2 (the
+  // multiplier, = input_scale) is applied to the fp32 accumulators of a
+  // routed tile of expert e: GEMM1 x act_scale[e], GEMM2 x act_scale[E + e].
+  // The shared expert stays W4A16 (its weights are not 4-bit).
+  const uint16_t* xq = nullptr;      // [T*k, D] bf16 (W4A4) or null
+  const float* act_scale = nullptr;  // [2, E] fp32 (W4A4) or null
 };
 
 // Repacked layouts (src/backend/cuda/moe/moe_repack.cpp writes them). mma.sync
@@ -92,6 +103,7 @@ struct MoeParams {
 // Pairs per tile each path expects in MoeParams::tile_m.
 int moe_gemv_tile_m();
 int moe_mma_tile_m();
+int moe_wgmma_tile_m();
 
 // One launch per stage, in this order; all enqueue on `stream` and return immediately.
 void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream);  // router scores
@@ -99,6 +111,7 @@ void launch_moe_route_select(const MoeParams& p, cudaStream_t stream);  // top-k
 // gemm 1 = GEMM1 + clamped SwiGLU x routing weight, gemm 2 = GEMM2; decode (gemv) or prefill (mma) path.
 void launch_moe_gemv_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
 void launch_moe_mma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
+void launch_moe_wgmma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);  // prefill, WGMMA (sm_90a)
 void launch_moe_combine(const MoeParams& p, cudaStream_t stream);  // y = sum of routed rows + shared row
 
 }  // namespace megamoe::cuda::kernels

@@ -329,17 +329,20 @@ TEST_F(GpuMoe, SmallNvfp4GemvAndMma) {
   Case c;
   check_case(c, MoePath::kGemv);
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
 }
 TEST_F(GpuMoe, SingleToken) {
   Case c;
   c.T = 1;
   check_case(c, MoePath::kGemv);
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
 }
 TEST_F(GpuMoe, ManyTokensNotTileMultiple) {
   Case c;
   c.T = 133, c.E = 16, c.k = 3, c.D = 192, c.I = 128, c.Is = 128;
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
   check_case(c, MoePath::kGemv);
 }
 TEST_F(GpuMoe, ExpertsWithZeroTokensAndNoShared) {
@@ -347,11 +350,13 @@ TEST_F(GpuMoe, ExpertsWithZeroTokensAndNoShared) {
   c.E = 32, c.k = 2, c.T = 3, c.Is = 0;
   check_case(c, MoePath::kGemv);
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
 }
 TEST_F(GpuMoe, EveryTokenSameExperts) {
   Case c;
   c.skew = true, c.T = 100, c.E = 16, c.k = 4;
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
   check_case(c, MoePath::kGemv);
 }
 TEST_F(GpuMoe, HashRouting) {
@@ -359,12 +364,14 @@ TEST_F(GpuMoe, HashRouting) {
   c.hash = true, c.bias = false, c.T = 9, c.E = 12, c.k = 3;
   check_case(c, MoePath::kGemv);
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
 }
 TEST_F(GpuMoe, Mxfp4Weights) {
   Case c;
   c.format = ExpertFormat::kMxfp4, c.T = 11;
   check_case(c, MoePath::kGemv);
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
 }
 // The repacked layout re-encodes block scales relative to the matrix's largest
 // one and flips code signs for negative scales: every E4M3 byte (zero,
@@ -374,6 +381,7 @@ TEST_F(GpuMoe, EveryE4m3ScaleByte) {
   c.all_scales = true, c.T = 19, c.D = 256, c.I = 128;
   check_case(c, MoePath::kGemv);
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
 }
 // More than 8 (and more than one tile of 64) pairs per expert on the decode
 // path: n-tile loop re-using the decoded A fragments, several tiles per expert.
@@ -395,6 +403,7 @@ TEST_F(GpuMoe, Fp8SharedExpertE8m0AndF32Scales) {
     c.T = 20;
     check_case(c, MoePath::kGemv);
     check_case(c, MoePath::kMma);
+    check_case(c, MoePath::kWgmma);
   }
 }
 TEST_F(GpuMoe, Fp8SharedExpertBadInputThrows) {
@@ -434,6 +443,7 @@ TEST_F(GpuMoe, ProShapeMxfp4Prefill) {
   Case c;
   c.D = 7168, c.I = 3072, c.E = 384, c.k = 6, c.Is = 3072, c.format = ExpertFormat::kMxfp4, c.T = 72;
   check_case(c, MoePath::kMma);
+  check_case(c, MoePath::kWgmma);
 }
 
 // T = 13 (the decode kernels' general variant) and T = 3 (the T <= 8 deep-ring
@@ -454,7 +464,7 @@ TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
     std::vector<float> xf;
     random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
     in.x.upload(xb.data(), xb.size() * 2);
-    for (MoePath path : {MoePath::kGemv, MoePath::kMma}) {
+    for (MoePath path : {MoePath::kGemv, MoePath::kMma, MoePath::kWgmma}) {
       cudaGraph_t graph;
       MEGAMOE_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
       layer.forward(in.x.as<uint16_t>(), nullptr, c.T, in.y.as<uint16_t>(), in.yf.as<float>(), stream.get(), path);

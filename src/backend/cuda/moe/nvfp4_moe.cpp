@@ -121,10 +121,22 @@ MoePath MoeLayer::choose_path(int tokens, MoePath path) const {
 }
 
 std::string MoeLayer::describe_path(int tokens, MoePath path) const {
-  return choose_path(tokens, path) == MoePath::kGemv
-             ? str_cat("tc-gemv(tile_m=", kernels::moe_gemv_tile_m(), ")")
-             : str_cat("wmma(", kernels::moe_mma_tile_m(), "x64x64)");
+  switch (choose_path(tokens, path)) {
+    case MoePath::kGemv: return str_cat("tc-gemv(tile_m=", kernels::moe_gemv_tile_m(), ")");
+    case MoePath::kMma: return str_cat("wmma(", kernels::moe_mma_tile_m(), "x64x64)");
+    default: return str_cat("wgmma(tile_m=", kernels::moe_wgmma_tile_m(), ")");
+  }
 }
+
+namespace {
+int path_tile_m(MoePath path) {
+  switch (path) {
+    case MoePath::kGemv: return kernels::moe_gemv_tile_m();
+    case MoePath::kMma: return kernels::moe_mma_tile_m();
+    default: return kernels::moe_wgmma_tile_m();
+  }
+}
+}  // namespace
 
 size_t MoeLayer::expert_bytes() const {
   const size_t D = config_.hidden, I = config_.intermediate;
@@ -141,8 +153,7 @@ kernels::MoeParams MoeLayer::params(const uint16_t* x, const int32_t* token_ids,
   p.hidden = c.hidden, p.intermediate = c.intermediate, p.shared_inter = c.shared_inter;
   p.experts = c.experts, p.top_k = c.top_k, p.tokens = tokens, p.vocab = vocab_;
   p.routed_scaling = c.routed_scaling, p.swiglu_limit = c.swiglu_limit, p.format = c.format;
-  const bool gemv = choose_path(tokens, path) == MoePath::kGemv;
-  p.tile_m = gemv ? kernels::moe_gemv_tile_m() : kernels::moe_mma_tile_m();
+  p.tile_m = path_tile_m(choose_path(tokens, path));
   // Tiles: routed sum_e ceil(c_e/m) <= ceil(Tk/m) + min(E, Tk); shared ceil(T/m).
   const long long Tk = static_cast<long long>(tokens) * c.top_k;
   const long long bound = (Tk + p.tile_m - 1) / p.tile_m + std::min<long long>(c.experts, Tk) +
@@ -181,7 +192,7 @@ void MoeLayer::run_stages(const uint16_t* x, const int32_t* token_ids, int token
   MEGAMOE_CHECK(!hashed_ || token_ids != nullptr, "MoeLayer::forward: a hash-routed layer needs token ids");
   if (tokens == 0) return;
   const kernels::MoeParams p = params(x, token_ids, tokens, y, y_f32, path);
-  const bool gemv = choose_path(tokens, path) == MoePath::kGemv;
+  const MoePath chosen = choose_path(tokens, path);
   auto mark = [&](int i) {
     if (events != nullptr) MEGAMOE_CUDA_CHECK(cudaEventRecord(events[i], stream));
   };
@@ -193,10 +204,11 @@ void MoeLayer::run_stages(const uint16_t* x, const int32_t* token_ids, int token
   MEGAMOE_CUDA_CHECK_LAUNCH(stream);
   mark(2);
   for (int gemm = 1; gemm <= 2; ++gemm) {
-    if (gemv)
-      kernels::launch_moe_gemv_gemm(p, gemm, stream);
-    else
-      kernels::launch_moe_mma_gemm(p, gemm, stream);
+    switch (chosen) {
+      case MoePath::kGemv: kernels::launch_moe_gemv_gemm(p, gemm, stream); break;
+      case MoePath::kMma: kernels::launch_moe_mma_gemm(p, gemm, stream); break;
+      default: kernels::launch_moe_wgmma_gemm(p, gemm, stream); break;
+    }
     MEGAMOE_CUDA_CHECK_LAUNCH(stream);
     mark(2 + gemm);
   }

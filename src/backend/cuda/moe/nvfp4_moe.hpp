@@ -52,7 +52,9 @@ struct MoeHostWeights {
   Fp8BlockMatrix shared_fp8_w2;                 // [D, I_s]
 };
 
-enum class MoePath { kAuto, kGemv, kMma };
+// kGemv: tensor-core GEMV (decode sizes); kMma: WMMA tiles; kWgmma: WGMMA
+// tiles (prefill sizes). kAuto picks by T (choose_path).
+enum class MoePath { kAuto, kGemv, kMma, kWgmma };
 
 class MoeLayer {
  public:
