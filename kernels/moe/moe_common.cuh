@@ -67,4 +67,17 @@ __device__ __forceinline__ int h_stride(const MoeParams& p) {
   return p.intermediate > p.shared_inter ? p.intermediate : p.shared_inter;
 }
 
+// The bf16 row a pair feeds to GEMM `gemm`: x's token row, or in W4A4 mode a
+// routed pair's quantized row of xq; GEMM2 reads the pair's row of h.
+__device__ __forceinline__ const uint16_t* gemm_input_row(const MoeParams& p, int gemm, int pair, bool shared) {
+  if (gemm == 2) return p.h + static_cast<size_t>(pair) * h_stride(p);
+  if (p.xq != nullptr && !shared) return p.xq + static_cast<size_t>(pair) * p.hidden;
+  return p.x + static_cast<size_t>(pair_token(p, pair)) * p.hidden;
+}
+
+// W4A4: the activation global scale s2 of a routed tile of expert e (1 in W4A16).
+__device__ __forceinline__ float act_global_scale(const MoeParams& p, int gemm, int e) {
+  return p.act_scale != nullptr ? p.act_scale[(gemm - 1) * p.experts + e] : 1.0f;
+}
+
 }  // namespace megamoe::cuda::kernels

@@ -114,4 +114,11 @@ void launch_moe_mma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
 void launch_moe_wgmma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);  // prefill, WGMMA (sm_90a)
 void launch_moe_combine(const MoeParams& p, cudaStream_t stream);  // y = sum of routed rows + shared row
 
+// W4A4 mode, before GEMM `gemm`: NVFP4-quantizes the routed activations (x into
+// p.xq, or h in place). dynamic: s2 = max|a|/2688, written to act_scale[(gemm-1)*E ..];
+// else act_scale holds the static per-expert scales. amax_partials: kMoeActAmaxPartials uint32.
+inline constexpr int kMoeActAmaxPartials = 1024;
+void launch_moe_act_quant(const MoeParams& p, int gemm, float* act_scale, uint32_t* amax_partials, bool dynamic,
+                          cudaStream_t stream);  // y = sum of routed rows + shared row
+
 }  // namespace megamoe::cuda::kernels

@@ -165,9 +165,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
   for (int m = threadIdx.x; m < kTileM; m += blockDim.x) {
     const int pair = m < cnt ? p.perm_pairs[begin + m] : -1;
     pair_of[m] = pair;
-    src_row[m] = pair < 0 ? nullptr
-                          : (kMats == 2 ? p.x + static_cast<size_t>(pair_token(p, pair)) * p.hidden
-                                        : p.h + static_cast<size_t>(pair) * hs);
+    src_row[m] = pair < 0 ? nullptr : gemm_input_row(p, kMats == 2 ? 1 : 2, pair, shared);
   }
   __syncthreads();
   const int n_tiles = (cnt + 7) / 8;
@@ -194,8 +192,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
     const uint32_t* w[2] = {(kMats == 2 ? p.w1 : p.w2) + blk * 32 * 4, p.w3 + blk * 32 * 4};
     const uint16_t* s[2] = {(kMats == 2 ? p.s1 : p.s2) + blk * 32, p.s3 + blk * 32};
     k_loop<kMats, false, kMaxNt, kStages>(w, s, KC, src_row, n_tiles, acc);
-    gscale[0] = kMats == 2 ? p.g1[e] : p.g2[e];
-    if (kMats == 2) gscale[1] = p.g3[e];
+    const float a = act_global_scale(p, kMats == 2 ? 1 : 2, e);
+    gscale[0] = (kMats == 2 ? p.g1[e] : p.g2[e]) * a;
+    if (kMats == 2) gscale[1] = p.g3[e] * a;
   }
 
   // Split-K reduction: warps 1.. park their partials, warp 0 adds them in order.

@@ -54,9 +54,10 @@ __global__ void __launch_bounds__(kThreads) moe_mma_kernel(MoeParams p) {
   for (int m = threadIdx.x; m < kBM; m += kThreads) {
     const int pair = m < cnt ? p.perm_pairs[begin + m] : -1;
     pair_of[m] = pair;
-    src_row[m] = pair < 0 ? -1 : (kMats == 2 ? pair_token(p, pair) : pair);
+    src_row[m] = pair < 0 ? -1 : (kMats == 2 && !(p.xq && !shared) ? pair_token(p, pair) : pair);
   }
-  const uint16_t* a_base = kMats == 2 ? p.x : p.h;
+  // Row r of the B operand: x's token row, xq's pair row (W4A4 routed GEMM1) or h's pair row.
+  const uint16_t* a_base = kMats == 2 ? (p.xq && !shared ? p.xq : p.x) : p.h;
   const size_t a_stride = kMats == 2 ? p.hidden : hs;
 
   const int warp = threadIdx.x >> 5;
@@ -133,8 +134,9 @@ __global__ void __launch_bounds__(kThreads) moe_mma_kernel(MoeParams p) {
       wmma::store_matrix_sync(&ot.c[mat][wm][wn + f * 16], acc[mat][f], kLdC, wmma::mem_row_major);
   __syncthreads();
 
-  const float gs0 = shared ? 1.0f : (kMats == 2 ? p.g1[e] : p.g2[e]);
-  const float gs1 = shared || kMats == 1 ? 1.0f : p.g3[e];
+  const float act = shared ? 1.0f : act_global_scale(p, kMats == 2 ? 1 : 2, e);
+  const float gs0 = shared ? 1.0f : (kMats == 2 ? p.g1[e] : p.g2[e]) * act;
+  const float gs1 = shared || kMats == 1 ? 1.0f : p.g3[e] * act;
   for (int idx = threadIdx.x; idx < kBM * kBN; idx += kThreads) {
     const int m = idx / kBN, n = idx % kBN;
     const int pair = pair_of[m];

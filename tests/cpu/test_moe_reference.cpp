@@ -3,11 +3,13 @@
 // routing weight applied after w2 (equal in exact arithmetic), log(1+e^g).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "backend/cpu/moe.hpp"
+#include "core/block_quant.hpp"
 #include "core/error.hpp"
 
 namespace {
@@ -230,6 +232,57 @@ TEST(MoeReference, BadInputsThrow) {
   Problem q = make_problem(8, 16, 8, 6, 2, 0, 0.2f, false, 0);
   q.w2.pop_back();
   EXPECT_THROW(megamoe::cpu::moe_forward(q.view(), x, {}, 1, y), megamoe::Error);
+}
+
+// W4A4 (MoeOptions::activations_nvfp4): static per-expert scales equal to the
+// dynamic ones (max|a| / 2688 of the same tensors) give the same result; the
+// result differs from W4A16 by NVFP4 activation noise (a few percent, not 0);
+// bad scale arrays throw.
+TEST(MoeReference, W4a4StaticEqualsDynamicAndAddsQuantizationNoise) {
+  const Problem p = make_problem(9, 64, 32, 8, 2, 32, 0.2f, true, 0);
+  std::mt19937 rng(19);
+  const int64_t T = 5, D = 64, I = 32, E = 8, k = 2;
+  const std::vector<float> x = random_vector(rng, T * D, 1.0f);
+  megamoe::cpu::MoeOptions w4a4;
+  w4a4.activations_nvfp4 = true;
+  std::vector<float> dynamic(T * D), fixed(T * D), w4a16(T * D);
+  megamoe::cpu::moe_forward(p.view(), x, {}, T, dynamic, w4a4);
+  megamoe::cpu::moe_forward(p.view(), x, {}, T, w4a16);
+
+  // The dynamic scales, recomputed here: x's amax, and h's amax over all routed rows.
+  float x_amax = 0;
+  for (float v : x) x_amax = std::max(x_amax, std::abs(v));
+  const auto routing = megamoe::cpu::moe_route(p.view(), x, {}, T);
+  std::vector<float> xq(x);
+  {
+    const megamoe::Nvfp4Tensor q = megamoe::quantize_nvfp4_activation(x.data(), T, D);
+    megamoe::dequantize_nvfp4(q.packed.data(), q.block_scales.data(), q.global_scale, T, D, xq.data());
+  }
+  float h_amax = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = routing.experts[t * k + j];
+      for (int64_t i = 0; i < I; ++i) {
+        float g = 0, u = 0;
+        for (int64_t c = 0; c < D; ++c)
+          g += p.w1[(e * I + i) * D + c] * xq[t * D + c], u += p.w3[(e * I + i) * D + c] * xq[t * D + c];
+        g = std::min(g, 10.0f), u = std::clamp(u, -10.0f, 10.0f);
+        h_amax = std::max(h_amax, std::abs(g / (1 + std::exp(-g)) * u * routing.weights[t * k + j]));
+      }
+    }
+  const std::vector<float> s13(E, x_amax / 2688.0f), s2(E, h_amax / 2688.0f);
+  MoeWeights w = p.view();
+  w.input_scale_w13 = s13, w.input_scale_w2 = s2;
+  megamoe::cpu::moe_forward(w, x, {}, T, fixed, w4a4);
+  std::vector<double> want(dynamic.begin(), dynamic.end());
+  EXPECT_LT(relative_error(fixed, want), 1e-5);
+  const double noise = relative_error(w4a16, want);
+  EXPECT_GT(noise, 1e-3);
+  EXPECT_LT(noise, 0.2);
+
+  const std::vector<float> short_scales(E - 1, 0.01f);
+  w.input_scale_w2 = short_scales;
+  EXPECT_THROW(megamoe::cpu::moe_forward(w, x, {}, T, fixed, w4a4), megamoe::Error);
 }
 
 TEST(MoeReference, Bf16Rounding) {

@@ -38,6 +38,7 @@ struct Case {
   bool random_bytes = false;  // large shapes: random codes/scales instead of the quantizer
   bool all_scales = false;    // NVFP4 scales drawn from every non-NaN E4M3 byte (signs, zeros, subnormals)
   int fp8_shared = 0;         // shared expert: 0 bf16, 1 FP8 block-128 with E8M0 scales, 2 with fp32 scales
+  int w4a4 = 0;               // 0 W4A16, 1 W4A4 with dynamic activation scales, 2 with static per-expert scales
   uint32_t seed = 1;
 };
 
@@ -72,6 +73,7 @@ struct Problem {
   std::vector<float> g1, g3, g2;
   std::vector<uint8_t> fq1, fq3, fq2, fe1, fe3, fe2;  // FP8 shared expert: E4M3 codes, E8M0 tile scales
   std::vector<float> fs1, fs3, fs2;                   // or fp32 tile scales
+  std::vector<float> in_scale13, in_scale2;           // W4A4 static activation scales [E]
   int vocab = 0;
 
   megamoe::cuda::MoeHostWeights host() const {
@@ -79,6 +81,7 @@ struct Problem {
     w.gate = gate_bf16, w.bias = bias, w.tid2eid = tid2eid;
     w.w1 = w1, w.w3 = w3, w.w2 = w2, w.s1 = s1, w.s3 = s3, w.s2 = s2;
     w.g1 = g1, w.g3 = g3, w.g2 = g2;
+    w.input_scale_w13 = in_scale13, w.input_scale_w2 = in_scale2;
     if (c.fp8_shared == 0) {
       w.shared_w1 = sw1, w.shared_w3 = sw3, w.shared_w2 = sw2;
     } else {
@@ -111,6 +114,7 @@ struct Problem {
       dequantize(e, a, b, d);
     };
     w.shared_w1 = sw1_f, w.shared_w3 = sw3_f, w.shared_w2 = sw2_f;
+    w.input_scale_w13 = in_scale13, w.input_scale_w2 = in_scale2;
     return w;
   }
 };
@@ -198,7 +202,7 @@ Problem make_problem(const Case& c, int max_tokens) {
   std::mt19937 rng(c.seed);
   Problem p;
   p.c = c;
-  p.config = MoeLayerConfig{c.D, c.I, c.Is, c.E, c.k, max_tokens, 1.5f, 10.0f, c.format};
+  p.config = MoeLayerConfig{c.D, c.I, c.Is, c.E, c.k, max_tokens, 1.5f, 10.0f, c.format, c.w4a4 != 0};
   random_bf16(rng, size_t(c.E) * c.D, 1.0f / std::sqrt(float(c.D)), p.gate_bf16, p.gate_f32);
   if (c.bias) {
     std::normal_distribution<float> dist(0.0f, 0.1f);
@@ -220,6 +224,16 @@ Problem make_problem(const Case& c, int max_tokens) {
   random_bf16(rng, size_t(c.Is) * c.D, ws, p.sw1, p.sw1_f);
   random_bf16(rng, size_t(c.Is) * c.D, ws, p.sw3, p.sw3_f);
   random_bf16(rng, size_t(c.D) * c.Is, 1.0f / std::sqrt(float(std::max(c.Is, 1))), p.sw2, p.sw2_f);
+  if (c.w4a4 == 2) {
+    // Static scales as a calibration would give (amax / 2688), spread over
+    // 0.25x..2x of the typical amax, so some blocks exceed what the scale
+    // allows and saturate (block scale 448, codes +-6).
+    std::uniform_real_distribution<float> spread(0.25f, 2.0f);
+    for (int e = 0; e < c.E; ++e) {
+      p.in_scale13.push_back(4.0f * spread(rng) / 2688.0f);
+      p.in_scale2.push_back(0.05f * spread(rng) / 2688.0f);
+    }
+  }
   if (c.fp8_shared != 0) {
     random_fp8_block128(rng, c.fp8_shared == 1, c.Is, c.D, ws, p.fq1, p.fe1, p.fs1, p.sw1_f);
     random_fp8_block128(rng, c.fp8_shared == 1, c.Is, c.D, ws, p.fq3, p.fe3, p.fs3, p.sw3_f);
@@ -276,6 +290,16 @@ void expect_routing_matches_cpu(const Case& c, const Problem& p, const std::vect
   }
 }
 
+double relative_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += double(want[i]) * want[i];
+  }
+  EXPECT_GT(den, 0.0);
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
 // Runs one case on the GPU and checks it against the CPU reference.
 void check_case(const Case& c, MoePath path) {
   const Problem p = make_problem(c, c.T);
@@ -305,19 +329,21 @@ void check_case(const Case& c, MoePath path) {
   megamoe::cpu::MoeOptions opt;
   opt.round_input_bf16 = true;
   opt.round_hidden_bf16 = true;
+  opt.activations_nvfp4 = c.w4a4 != 0;
   std::vector<float> y_ref(size_t(c.T) * c.D);
   megamoe::cpu::moe_forward_routed(cw, xf, used, y_ref, opt);
-  double num = 0, den = 0;
   size_t bad_bf16 = 0;
   for (size_t i = 0; i < y_ref.size(); ++i) {
     ASSERT_TRUE(std::isfinite(g.y_f32[i])) << "output " << i << " not written or not finite";
-    num += (double(g.y_f32[i]) - y_ref[i]) * (double(g.y_f32[i]) - y_ref[i]);
-    den += double(y_ref[i]) * y_ref[i];
     if (g.y_bf16[i] != megamoe::f32_to_bf16(g.y_f32[i])) ++bad_bf16;
   }
-  ASSERT_GT(den, 0.0);
-  EXPECT_LT(std::sqrt(num / den), 6e-4) << "relative L2 error vs CPU reference";
+  EXPECT_LT(relative_l2(g.y_f32, y_ref), 6e-4) << "relative L2 error vs CPU reference";
   EXPECT_EQ(bad_bf16, 0u);
+  if (c.w4a4 != 0) {  // W4A4 must differ from W4A16 by the activation quantization noise
+    opt.activations_nvfp4 = false;
+    megamoe::cpu::moe_forward_routed(cw, xf, used, y_ref, opt);
+    EXPECT_GT(relative_l2(g.y_f32, y_ref), 1e-2) << "W4A4 result looks like W4A16";
+  }
 }
 
 class GpuMoe : public ::testing::Test {
@@ -451,10 +477,11 @@ TEST_F(GpuMoe, ProShapeMxfp4Prefill) {
 // replay must route the new inputs, not reuse the previous tiles) and its
 // output against an eager forward bit for bit.
 TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
-  for (int tokens : {13, 3}) {
+  // (tokens, w4a4): W4A4 with dynamic scales checks that a replay recomputes them.
+  for (auto [tokens, w4a4] : {std::pair{13, 0}, std::pair{3, 0}, std::pair{13, 1}}) {
     SCOPED_TRACE(tokens);
     Case c;
-    c.T = tokens;
+    c.T = tokens, c.w4a4 = w4a4;
     const Problem p = make_problem(c, c.T);
     const MoeLayer layer(p.config, p.host());
     DeviceInputs in(c.T, c.D);
@@ -490,6 +517,47 @@ TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
       MEGAMOE_CUDA_CHECK(cudaGraphDestroy(graph));
     }
   }
+}
+
+// W4A4: routed activations NVFP4-quantized before each GEMM (dynamic and
+// static global scales), against the CPU reference doing the same with the
+// host (ModelOpt-exact) quantizer.
+TEST_F(GpuMoe, W4a4DynamicScales) {
+  Case c;
+  c.w4a4 = 1, c.T = 13;
+  for (MoePath path : {MoePath::kGemv, MoePath::kMma, MoePath::kWgmma}) check_case(c, path);
+  c.hash = true, c.bias = false, c.T = 70, c.seed = 4;
+  for (MoePath path : {MoePath::kGemv, MoePath::kMma, MoePath::kWgmma}) check_case(c, path);
+}
+TEST_F(GpuMoe, W4a4StaticScalesWithSaturation) {
+  Case c;
+  c.w4a4 = 2, c.T = 9, c.seed = 6;
+  for (MoePath path : {MoePath::kGemv, MoePath::kMma, MoePath::kWgmma}) check_case(c, path);
+  c.T = 1;
+  check_case(c, MoePath::kAuto);
+}
+TEST_F(GpuMoe, W4a4FlashShape) {
+  Case c;
+  c.D = 4096, c.I = 2048, c.E = 256, c.k = 6, c.Is = 2048, c.random_bytes = true, c.T = 3, c.w4a4 = 1;
+  check_case(c, MoePath::kAuto);
+  c.w4a4 = 2, c.T = 40;
+  check_case(c, MoePath::kAuto);
+}
+TEST_F(GpuMoe, W4a4BadConfigThrows) {
+  Case c;
+  c.w4a4 = 2;
+  Problem p = make_problem(c, 4);
+  megamoe::cuda::MoeHostWeights h = p.host();
+  h.input_scale_w13 = h.input_scale_w13.subspan(1);  // one scale short
+  EXPECT_THROW(MoeLayer(p.config, h), megamoe::Error);
+  p.in_scale2[3] = -1.0f;
+  EXPECT_THROW(MoeLayer(p.config, p.host()), megamoe::Error);
+  p.in_scale2[3] = std::nanf("");
+  EXPECT_THROW(MoeLayer(p.config, p.host()), megamoe::Error);
+  Case m;
+  m.format = ExpertFormat::kMxfp4, m.w4a4 = 1;
+  const Problem mp = make_problem(m, 4);
+  EXPECT_THROW(MoeLayer(mp.config, mp.host()), megamoe::Error);
 }
 
 TEST_F(GpuMoe, BadTid2eidSetsErrorFlag) {

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
+#include "core/block_quant.hpp"
 #include "core/error.hpp"
 #include "core/thread_pool.hpp"
 
@@ -91,6 +93,74 @@ void expert_apply(std::span<const float> w1, std::span<const float> w3, std::spa
   }
 }
 
+// W4A4: rows x NVFP4-quantized with global scale s2 (nullopt: from their own
+// amax) and dequantized, in place. An all-zero input stays zero (the
+// quantizer rejects amax 0, which has no scale).
+void fake_quantize_nvfp4(float* x, int64_t rows, int64_t cols, std::optional<float> s2) {
+  if (!s2 && std::all_of(x, x + rows * cols, [](float v) { return v == 0.0f; })) return;
+  const Nvfp4Tensor q = quantize_nvfp4_activation(x, rows, cols, s2);
+  dequantize_nvfp4(q.packed.data(), q.block_scales.data(), q.global_scale, rows, cols, x);
+}
+
+std::optional<float> static_scale(std::span<const float> scales, int64_t e) {
+  if (scales.empty()) return std::nullopt;
+  return scales[e];
+}
+
+// The routed experts in W4A4 (see MoeOptions::activations_nvfp4): every
+// routed h row must exist before a dynamic w2 input scale is known, so this
+// runs in two passes over the active experts (the weights are loaded twice).
+void routed_w4a4(const MoeWeights& weights, const std::vector<float>& x, const Routing& routing,
+                 const std::vector<int64_t>& active, const MoeOptions& options, std::vector<float>& per_slot) {
+  const MoeDims& d = weights.dims;
+  const int64_t D = d.hidden, I = d.intermediate, k = d.top_k, T = routing.tokens;
+  std::vector<float> x_dynamic;  // x quantized as one tensor (dynamic global scale)
+  if (weights.input_scale_w13.empty()) {
+    x_dynamic = x;
+    fake_quantize_nvfp4(x_dynamic.data(), T, D, std::nullopt);
+  }
+  std::vector<float> h(T * k * I, 0.0f);
+  auto visit = [&](auto&& per_expert) {
+    ThreadPool::global().parallel_for(active.size(), [&](size_t begin, size_t end) {
+      std::vector<float> b1, b3, b2;
+      for (size_t a = begin; a < end; ++a) {
+        const int64_t e = active[a];
+        std::span<const float> w1, w3, w2;
+        if (weights.w1.empty()) {
+          weights.load_expert(e, b1, b3, b2);
+          w1 = b1, w3 = b3, w2 = b2;
+        } else {
+          w1 = weights.w1.subspan(e * I * D, I * D), w3 = weights.w3.subspan(e * I * D, I * D);
+          w2 = weights.w2.subspan(e * D * I, D * I);
+        }
+        for (int64_t p = 0; p < T * k; ++p)
+          if (routing.experts[p] == e) per_expert(e, p, w1, w3, w2);
+      }
+    });
+  };
+  visit([&](int64_t e, int64_t p, std::span<const float> w1, std::span<const float> w3, std::span<const float>) {
+    std::vector<float> xq(x.begin() + (p / k) * D, x.begin() + (p / k + 1) * D);
+    if (x_dynamic.empty()) fake_quantize_nvfp4(xq.data(), 1, D, static_scale(weights.input_scale_w13, e));
+    else std::copy(x_dynamic.begin() + (p / k) * D, x_dynamic.begin() + (p / k + 1) * D, xq.begin());
+    for (int64_t i = 0; i < I; ++i) {
+      float g = 0.0f, u = 0.0f;
+      for (int64_t c = 0; c < D; ++c) g += w1[i * D + c] * xq[c], u += w3[i * D + c] * xq[c];
+      const float v = clamped_swiglu(g, u, d.swiglu_limit) * routing.weights[p];
+      h[p * I + i] = options.round_hidden_bf16 ? round_to_bf16(v) : v;
+    }
+  });
+  if (weights.input_scale_w2.empty()) fake_quantize_nvfp4(h.data(), T * k, I, std::nullopt);
+  visit([&](int64_t e, int64_t p, std::span<const float>, std::span<const float>, std::span<const float> w2) {
+    float* hp = h.data() + p * I;
+    if (!weights.input_scale_w2.empty()) fake_quantize_nvfp4(hp, 1, I, weights.input_scale_w2[e]);
+    for (int64_t r = 0; r < D; ++r) {
+      float acc = 0.0f;
+      for (int64_t i = 0; i < I; ++i) acc += w2[r * I + i] * hp[i];
+      per_slot[p * D + r] = acc;
+    }
+  });
+}
+
 }  // namespace
 
 Routing moe_route(const MoeWeights& weights, std::span<const float> x_in, std::span<const int32_t> token_ids,
@@ -175,28 +245,36 @@ void moe_forward_routed(const MoeWeights& weights, std::span<const float> x_in, 
   for (int64_t e = 0; e < E; ++e)
     if (used[e]) active.push_back(e);
   std::vector<float> per_slot(T * k * D, 0.0f);
-  ThreadPool::global().parallel_for(active.size(), [&](size_t begin, size_t end) {
-    std::vector<float> b1, b3, b2;
-    for (size_t a = begin; a < end; ++a) {
-      const int64_t e = active[a];
-      std::span<const float> w1, w3, w2;
-      if (weights.w1.empty()) {
-        weights.load_expert(e, b1, b3, b2);
-        MEGAMOE_CHECK(b1.size() == static_cast<size_t>(I * D) && b3.size() == b1.size() && b2.size() == b1.size(),
-                      "moe: load_expert(", e, ") returned wrong sizes");
-        w1 = b1; w3 = b3; w2 = b2;
-      } else {
-        w1 = weights.w1.subspan(e * I * D, I * D);
-        w3 = weights.w3.subspan(e * I * D, I * D);
-        w2 = weights.w2.subspan(e * D * I, D * I);
+  if (options.activations_nvfp4) {
+    MEGAMOE_CHECK(weights.input_scale_w13.empty() || weights.input_scale_w13.size() == static_cast<size_t>(E),
+                  "moe: input_scale_w13 has ", weights.input_scale_w13.size(), " values, expected E = ", E);
+    MEGAMOE_CHECK(weights.input_scale_w2.empty() || weights.input_scale_w2.size() == static_cast<size_t>(E),
+                  "moe: input_scale_w2 has ", weights.input_scale_w2.size(), " values, expected E = ", E);
+    routed_w4a4(weights, x, routing, active, options, per_slot);
+  } else {
+    ThreadPool::global().parallel_for(active.size(), [&](size_t begin, size_t end) {
+      std::vector<float> b1, b3, b2;
+      for (size_t a = begin; a < end; ++a) {
+        const int64_t e = active[a];
+        std::span<const float> w1, w3, w2;
+        if (weights.w1.empty()) {
+          weights.load_expert(e, b1, b3, b2);
+          MEGAMOE_CHECK(b1.size() == static_cast<size_t>(I * D) && b3.size() == b1.size() && b2.size() == b1.size(),
+                        "moe: load_expert(", e, ") returned wrong sizes");
+          w1 = b1; w3 = b3; w2 = b2;
+        } else {
+          w1 = weights.w1.subspan(e * I * D, I * D);
+          w3 = weights.w3.subspan(e * I * D, I * D);
+          w2 = weights.w2.subspan(e * D * I, D * I);
+        }
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t j = 0; j < k; ++j)
+            if (routing.experts[t * k + j] == e)
+              expert_apply(w1, w3, w2, D, I, x.data() + t * D, routing.weights[t * k + j], d.swiglu_limit,
+                           options.round_hidden_bf16, per_slot.data() + (t * k + j) * D);
       }
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t j = 0; j < k; ++j)
-          if (routing.experts[t * k + j] == e)
-            expert_apply(w1, w3, w2, D, I, x.data() + t * D, routing.weights[t * k + j], d.swiglu_limit,
-                         options.round_hidden_bf16, per_slot.data() + (t * k + j) * D);
-    }
-  });
+    });
+  }
   std::vector<float> shared(T * D, 0.0f);
   if (Is > 0) {
     ThreadPool::global().parallel_for(static_cast<size_t>(T), [&](size_t begin, size_t end) {

@@ -50,6 +50,11 @@ struct MoeWeights {
   // Shared expert (empty when dims.shared_intermediate == 0).
   std::span<const float> shared_w1, shared_w3;  // [I_s, D]
   std::span<const float> shared_w2;             // [D, I_s]
+  // W4A4 only (MoeOptions::activations_nvfp4): static activation global scales
+  // (a checkpoint's `input_scale`, the multiplier = calibrated amax / 2688) of
+  // each routed expert's w1/w3 input and w2 input, [E] each; empty = dynamic
+  // (max |activation| / 2688 over the whole tensor of this forward).
+  std::span<const float> input_scale_w13, input_scale_w2;
 };
 
 // Knobs that let GPU tests reproduce the GPU's roundings exactly. All false is
@@ -58,6 +63,12 @@ struct MoeOptions {
   bool round_input_bf16 = false;       // x -> bf16 before the router and the experts
   bool round_hidden_bf16 = false;      // weighted SwiGLU output -> bf16 before w2 (the reference's cast)
   bool round_output_bf16 = false;      // y -> bf16 at the end
+  // W4A4: the routed experts' inputs (x before w1/w3, the weighted SwiGLU
+  // output before w2) are NVFP4 fake-quantized with the host quantizer
+  // (block_quant.hpp, per-16 dynamic E4M3 block scales, global scale from
+  // MoeWeights::input_scale_* or dynamic), matching NVFP4 x NVFP4 GEMMs. The
+  // shared expert keeps its inputs. An all-zero tensor quantizes to zeros.
+  bool activations_nvfp4 = false;
 };
 
 struct Routing {

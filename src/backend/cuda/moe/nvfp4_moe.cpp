@@ -1,6 +1,7 @@
 #include "backend/cuda/moe/nvfp4_moe.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "backend/cuda/cuda_check.hpp"
@@ -71,6 +72,18 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   check_size(shared_w3.size(), Is * D, "shared w3");
   check_size(shared_w2.size(), D * Is, "shared w2");
 
+  if (c.w4a4) {
+    MEGAMOE_CHECK(c.format == ExpertFormat::kNvfp4, "MoeLayer: W4A4 mode needs NVFP4 experts (MXFP4 given)");
+    auto check_scales = [&](std::span<const float> s, const char* name) {
+      MEGAMOE_CHECK(s.empty() || s.size() == E, "MoeLayer: ", name, " has ", s.size(), " values, expected ", E);
+      for (size_t e = 0; e < s.size(); ++e)
+        MEGAMOE_CHECK(std::isfinite(s[e]) && s[e] > 0.0f, "MoeLayer: ", name, "[", e, "] = ", s[e],
+                      " is not a finite positive scale");
+    };
+    check_scales(w.input_scale_w13, "input_scale_w13");
+    check_scales(w.input_scale_w2, "input_scale_w2");
+  }
+
   vocab_ = static_cast<int>(w.tid2eid.size() / k);
   hashed_ = !w.tid2eid.empty();
   has_bias_ = !w.bias.empty();
@@ -108,6 +121,15 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   h_ = DeviceBuffer(pairs * hs * sizeof(uint16_t));
   rows_ = DeviceBuffer(pairs * D * sizeof(float));
   error_flag_ = DeviceBuffer(sizeof(int32_t));
+  if (c.w4a4) {
+    xq_ = DeviceBuffer(T * k * D * sizeof(uint16_t));
+    amax_partials_ = DeviceBuffer(kernels::kMoeActAmaxPartials * sizeof(uint32_t));
+    dynamic_scale13_ = w.input_scale_w13.empty(), dynamic_scale2_ = w.input_scale_w2.empty();
+    std::vector<float> scales(2 * E, 1.0f);  // dynamic slots are written by each forward
+    std::copy(w.input_scale_w13.begin(), w.input_scale_w13.end(), scales.begin());
+    std::copy(w.input_scale_w2.begin(), w.input_scale_w2.end(), scales.begin() + E);
+    act_scale_ = upload(std::span<const float>(scales));
+  }
   MEGAMOE_CUDA_CHECK(cudaMemset(error_flag_.get(), 0, sizeof(int32_t)));
   MEGAMOE_CUDA_CHECK(cudaMemset(n_tiles_.get(), 0, sizeof(int32_t)));
 }
@@ -170,6 +192,7 @@ kernels::MoeParams MoeLayer::params(const uint16_t* x, const int32_t* token_ids,
   p.perm_pairs = perm_.as<int32_t>(), p.tile_expert = tile_expert_.as<int32_t>();
   p.tile_begin = tile_begin_.as<int32_t>(), p.tile_count = tile_count_.as<int32_t>(), p.n_tiles = n_tiles_.as<int32_t>();
   p.h = h_.as<uint16_t>(), p.rows = rows_.as<float>(), p.y = y, p.y_f32 = y_f32, p.error_flag = error_flag_.as<int32_t>();
+  if (c.w4a4) p.xq = xq_.as<uint16_t>(), p.act_scale = act_scale_.as<float>();
   return p;
 }
 
@@ -204,6 +227,11 @@ void MoeLayer::run_stages(const uint16_t* x, const int32_t* token_ids, int token
   MEGAMOE_CUDA_CHECK_LAUNCH(stream);
   mark(2);
   for (int gemm = 1; gemm <= 2; ++gemm) {
+    if (config_.w4a4) {
+      kernels::launch_moe_act_quant(p, gemm, act_scale_.as<float>(), amax_partials_.as<uint32_t>(),
+                                    gemm == 1 ? dynamic_scale13_ : dynamic_scale2_, stream);
+      MEGAMOE_CUDA_CHECK_LAUNCH(stream);
+    }
     switch (chosen) {
       case MoePath::kGemv: kernels::launch_moe_gemv_gemm(p, gemm, stream); break;
       case MoePath::kMma: kernels::launch_moe_mma_gemm(p, gemm, stream); break;

@@ -32,6 +32,10 @@ struct MoeLayerConfig {
   float routed_scaling = 1.0f;
   float swiglu_limit = 10.0f;
   ExpertFormat format = ExpertFormat::kNvfp4;
+  // W4A4: quantize the routed experts' activations to NVFP4 before each GEMM
+  // (NVFP4 x NVFP4 math, parity with Blackwell deployments; NVFP4 experts
+  // only). Default false: W4A16, bf16 activations.
+  bool w4a4 = false;
 };
 
 // Host copies of the layer's tensors in their checkpoint formats.
@@ -50,6 +54,10 @@ struct MoeHostWeights {
   // converted to bf16 at load (shared_fp8.hpp: exact for E8M0 scales).
   Fp8BlockMatrix shared_fp8_w1, shared_fp8_w3;  // [I_s, D]
   Fp8BlockMatrix shared_fp8_w2;                 // [D, I_s]
+  // W4A4: the checkpoint's static activation global scales (`input_scale`,
+  // w1/w3 share one) per routed expert, [E] each; empty = dynamic (max|a|/2688
+  // of this forward's tensor). Ignored in W4A16.
+  std::span<const float> input_scale_w13, input_scale_w2;
 };
 
 // kGemv: tensor-core GEMV (decode sizes); kMma: WMMA tiles; kWgmma: WGMMA
@@ -68,7 +76,8 @@ class MoeLayer {
 
   // forward() with an event recorded before the first launch and after each of
   // the five stages: router scores, select+permute, GEMM1, GEMM2, combine
-  // (events[0..5]); the bench's per-stage breakdown.
+  // (events[0..5]; in W4A4 a GEMM's stage includes its activation quantization);
+  // the bench's per-stage breakdown.
   static constexpr int kStageCount = 5;
   void forward_with_stage_events(const uint16_t* x, const int32_t* token_ids, int tokens, uint16_t* y, float* y_f32,
                                  cudaStream_t stream, MoePath path, cudaEvent_t const (&events)[kStageCount + 1]) const;
@@ -101,6 +110,9 @@ class MoeLayer {
   DeviceBuffer gate_, bias_, tid2eid_, w1_, w3_, w2_, s1_, s3_, s2_, g1_, g3_, g2_, sw1_, sw3_, sw2_, sf1_, sf3_, sf2_;
   DeviceBuffer scores_, topk_ids_, topk_w_, perm_, tile_expert_, tile_begin_, tile_count_, n_tiles_, h_, rows_,
       error_flag_;
+  // W4A4 only: quantized routed x rows, [2, E] activation scales, amax partials.
+  bool dynamic_scale13_ = false, dynamic_scale2_ = false;
+  DeviceBuffer xq_, act_scale_, amax_partials_;
 };
 
 }  // namespace megamoe::cuda
