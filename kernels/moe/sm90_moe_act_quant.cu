@@ -15,6 +15,7 @@
 #include <algorithm>
 
 #include "kernels/moe/moe_common.cuh"
+#include "kernels/moe/moe_launch.cuh"
 #include "kernels/quant/nvfp4_device_codec.cuh"
 
 namespace megamoe::cuda::kernels {
@@ -53,6 +54,8 @@ __device__ uint32_t abs_max8(uint4 q) {
 }
 
 __global__ void __launch_bounds__(kThreads) moe_act_amax_kernel(MoeParams p, int gemm, uint32_t* partials) {
+  pdl_launch_dependents();
+  pdl_wait();
   const ActView v = amax_view(p, gemm);
   const int chunks_per_row = v.cols / 8;
   const size_t total = static_cast<size_t>(v.rows) * chunks_per_row;
@@ -68,6 +71,8 @@ __global__ void __launch_bounds__(kThreads) moe_act_amax_kernel(MoeParams p, int
 
 __global__ void __launch_bounds__(kThreads) moe_act_quant_kernel(MoeParams p, int gemm, const uint32_t* partials,
                                                                  int n_partials, float* act_scale) {
+  pdl_launch_dependents();
+  pdl_wait();
   float dynamic_s2 = 0.0f;
   if (n_partials > 0) {
     uint32_t m = 0;
@@ -125,11 +130,11 @@ void launch_moe_act_quant(const MoeParams& p, int gemm, float* act_scale, uint32
   if (dynamic) {
     const size_t rows = gemm == 1 ? p.tokens : static_cast<size_t>(p.tokens) * p.top_k;
     n_partials = grid_for(rows * cols / 8 / 4, kMoeActAmaxPartials);
-    moe_act_amax_kernel<<<n_partials, kThreads, 0, stream>>>(p, gemm, amax_partials);
+    launch_dependent(moe_act_amax_kernel, n_partials, kThreads, 0, stream, p, gemm, amax_partials);
   }
   const size_t blocks16 = static_cast<size_t>(p.tokens) * p.top_k * (cols / 16);
-  moe_act_quant_kernel<<<grid_for(blocks16, 132 * 8), kThreads, 0, stream>>>(p, gemm, amax_partials, n_partials,
-                                                                              act_scale);
+  launch_dependent(moe_act_quant_kernel, grid_for(blocks16, 132 * 8), kThreads, 0, stream, p, gemm,
+                   static_cast<const uint32_t*>(amax_partials), n_partials, act_scale);
 }
 
 }  // namespace megamoe::cuda::kernels

@@ -5,11 +5,13 @@
 #include <algorithm>
 
 #include "kernels/moe/moe_common.cuh"
+#include "kernels/moe/moe_launch.cuh"
 
 namespace megamoe::cuda::kernels {
 namespace {
 
 __global__ void moe_combine_kernel(MoeParams p) {
+  pdl_wait();
   const int D4 = p.hidden / 4;
   const size_t total = static_cast<size_t>(p.tokens) * D4;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
@@ -40,7 +42,7 @@ void launch_moe_combine(const MoeParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
   const size_t total = static_cast<size_t>(p.tokens) * (p.hidden / 4);
   const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 132 * 16));
-  moe_combine_kernel<<<blocks, 256, 0, stream>>>(p);
+  launch_dependent(moe_combine_kernel, blocks, 256, 0, stream, p);
 }
 
 }  // namespace megamoe::cuda::kernels

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cfloat>
 
+#include "kernels/moe/moe_launch.cuh"
 #include "kernels/moe/moe_params.hpp"
 
 namespace megamoe::cuda::kernels {
@@ -54,6 +55,7 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc)
 template <int EPB>
 __global__ void __launch_bounds__(kScoreThreads) router_scores_kernel(MoeParams p) {
   __shared__ float red[kScoreWarps][EPB * kTokGroup];
+  pdl_launch_dependents();  // let the select block start (it waits for this grid)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int e0 = blockIdx.x * EPB;
   const int t_begin = blockIdx.y * kScoreTokens, t_end = min(p.tokens, t_begin + kScoreTokens);
@@ -189,6 +191,8 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int i = threadIdx.x; i < groups; i += kSelectThreads) counts[i] = 0, fill[i] = 0;
   for (int i = threadIdx.x; i < E; i += kSelectThreads) s_bias[i] = p.bias ? p.bias[i] : 0.0f;
+  pdl_launch_dependents();  // GEMM1 may start: its shared-expert tiles need no routing
+  pdl_wait();               // the scores
 
   for (int c0 = 0; c0 < T; c0 += chunk_tokens) {
     const int nt = min(chunk_tokens, T - c0);
@@ -302,7 +306,7 @@ void launch_moe_route_select(const MoeParams& p, cudaStream_t stream) {
         static_cast<int>(kSelectScoreBytes + kSelectIdsBytes + 1024 * sizeof(float) + 5 * 1025 * sizeof(int)));
     (void)attr;  // a failure shows as the launch error the caller checks
   }
-  select_and_permute_kernel<<<1, kSelectThreads, smem, stream>>>(p, chunk_tokens, ids_in_smem);
+  launch_dependent(select_and_permute_kernel, 1, kSelectThreads, smem, stream, p, chunk_tokens, ids_in_smem);
 }
 
 }  // namespace megamoe::cuda::kernels

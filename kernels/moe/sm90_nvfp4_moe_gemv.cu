@@ -18,6 +18,7 @@
 // tests/kernels/test_sm90_nvfp4_moe.cpp.
 #include "kernels/moe/moe_common.cuh"
 #include "kernels/moe/moe_fragments.cuh"
+#include "kernels/moe/moe_launch.cuh"
 
 namespace megamoe::cuda::kernels {
 namespace {
@@ -148,12 +149,27 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
   __shared__ const uint16_t* src_row[kTileM];  // x (GEMM1) or h (GEMM2) row of each tile pair, null = padding
   __shared__ int pair_of[kTileM];
   __shared__ float red[kWarps - 1][kMats][kMaxNt][4][32];
+  pdl_launch_dependents();
   // Tiles in reverse order: the shared expert's tiles (last, and with 4x the
   // bytes per row in bf16) are dispatched first, the short routed ones fill in.
-  const int n_tiles_total = *p.n_tiles;
-  if (static_cast<int>(blockIdx.y) >= n_tiles_total) return;
-  const int tile = n_tiles_total - 1 - static_cast<int>(blockIdx.y);
-  const int e = p.tile_expert[tile], begin = p.tile_begin[tile], cnt = p.tile_count[tile];
+  // They are the last ceil(T/kTileM) tiles with pairs T*k + t in token order
+  // (select_and_permute_kernel), so GEMM1 runs them without waiting for the
+  // router (programmatic dependent launch; GEMM2's need GEMM1's h).
+  const int shared_tiles = p.shared_inter > 0 ? (p.tokens + kTileM - 1) / kTileM : 0;
+  const bool early_shared = kMats == 2 && static_cast<int>(blockIdx.y) < shared_tiles;
+  int e, begin = 0, cnt, first_pair = -1;  // first_pair >= 0: pairs first_pair + m, no perm_pairs
+  if (early_shared) {
+    e = p.experts;
+    const int first_token = (shared_tiles - 1 - static_cast<int>(blockIdx.y)) * kTileM;
+    first_pair = p.tokens * p.top_k + first_token;
+    cnt = min(kTileM, p.tokens - first_token);
+  } else {
+    pdl_wait();
+    const int n_tiles_total = *p.n_tiles;
+    if (static_cast<int>(blockIdx.y) >= n_tiles_total) return;
+    const int tile = n_tiles_total - 1 - static_cast<int>(blockIdx.y);
+    e = p.tile_expert[tile], begin = p.tile_begin[tile], cnt = p.tile_count[tile];
+  }
   const bool shared = e == p.experts;
   const int inter = shared ? p.shared_inter : p.intermediate;
   const int N = kMats == 2 ? inter : p.hidden;
@@ -163,7 +179,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
   const int KC = K / 64, NT = N / 16;
   const int hs = h_stride(p);
   for (int m = threadIdx.x; m < kTileM; m += blockDim.x) {
-    const int pair = m < cnt ? p.perm_pairs[begin + m] : -1;
+    const int pair = m >= cnt ? -1 : first_pair >= 0 ? first_pair + m : p.perm_pairs[begin + m];
     pair_of[m] = pair;
     src_row[m] = pair < 0 ? nullptr : gemm_input_row(p, kMats == 2 ? 1 : 2, pair, shared);
   }
@@ -244,9 +260,9 @@ void launch_one(const MoeParams& p, cudaStream_t stream) {
   const int max_n = kMats == 2 ? inter : p.hidden;
   const dim3 grid(max_n / 16, p.max_tiles);
   if (p.tokens <= kSmallT)
-    moe_tc_gemv_kernel<kMats, 1, kSmallStages<kMats>><<<grid, kWarps * 32, 0, stream>>>(p);
+    launch_dependent(moe_tc_gemv_kernel<kMats, 1, kSmallStages<kMats>>, grid, kWarps * 32, 0, stream, p);
   else
-    moe_tc_gemv_kernel<kMats, kTileM / 8, 1><<<grid, kWarps * 32, 0, stream>>>(p);
+    launch_dependent(moe_tc_gemv_kernel<kMats, kTileM / 8, 1>, grid, kWarps * 32, 0, stream, p);
 }
 
 }  // namespace
