@@ -15,7 +15,11 @@
 namespace megamoe::cuda::kernels {
 
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
-__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;"); }
+
+// False when the environment sets MEGAMOE_DISABLE_PDL=1 (read once): plain
+// stream-ordered launches, for A/B measurements and tools without PDL support.
+bool pdl_enabled();
 
 // Launches kernel<<<grid, block, smem, stream>>>(args...) as a programmatic
 // dependent of the previous work in the stream. Errors surface through
@@ -28,7 +32,7 @@ void launch_dependent(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t config = {};
   config.gridDim = grid, config.blockDim = block, config.dynamicSmemBytes = smem, config.stream = stream;
-  config.attrs = attr, config.numAttrs = 1;
+  config.attrs = attr, config.numAttrs = pdl_enabled() ? 1 : 0;
   (void)cudaLaunchKernelEx(&config, kernel, static_cast<KernelArgs>(args)...);
 }
 

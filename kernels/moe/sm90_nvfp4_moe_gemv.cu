@@ -208,9 +208,8 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
     const uint32_t* w[2] = {(kMats == 2 ? p.w1 : p.w2) + blk * 32 * 4, p.w3 + blk * 32 * 4};
     const uint16_t* s[2] = {(kMats == 2 ? p.s1 : p.s2) + blk * 32, p.s3 + blk * 32};
     k_loop<kMats, false, kMaxNt, kStages>(w, s, KC, src_row, n_tiles, acc);
-    const float a = act_global_scale(p, kMats == 2 ? 1 : 2, e);
-    gscale[0] = (kMats == 2 ? p.g1[e] : p.g2[e]) * a;
-    if (kMats == 2) gscale[1] = p.g3[e] * a;
+    gscale[0] = (kMats == 2 ? p.g1[e] : p.g2[e]);
+    if (kMats == 2) gscale[1] = p.g3[e];
   }
 
   // Split-K reduction: warps 1.. park their partials, warp 0 adds them in order.
@@ -227,6 +226,10 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
   }
   __syncthreads();
   if (warp != 0) return;
+  if (!shared) {  // W4A4 activation scale, read after the barrier so it is not held through the K loop
+    const float act = act_global_scale(p, kMats == 2 ? 1 : 2, e);
+    gscale[0] *= act, gscale[1] *= act;
+  }
 #pragma unroll
   for (int nt = 0; nt < kMaxNt; ++nt) {
     if (nt >= n_tiles) break;
