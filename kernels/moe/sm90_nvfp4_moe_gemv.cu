@@ -25,10 +25,7 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kTileM = 64;  // pairs per tile on this path
-// T <= this: every tile has <= 8 pairs (a token adds at most one pair per
-// expert), so the single-n-tile, deep-ring kernel variant applies.
-constexpr int kSmallT = 8;
-// Ring depth of the small variant: as deep as fits 128 registers without
+// Ring depth of the variant for tiles of <= 8 pairs: as deep as fits 128 registers without
 // spills (GEMM1 streams two matrices per chunk, GEMM2 one).
 template <int kMats>
 constexpr int kSmallStages = kMats == 2 ? 3 : 4;
@@ -140,55 +137,17 @@ __device__ __forceinline__ void k_loop(const uint32_t* const (&w)[2], const uint
   }
 }
 
-// kMaxNt: n-tiles of 8 pairs a block can hold (8 = any tile of <= 64 pairs; 1
-// when the host knows every tile has <= 8 pairs, i.e. T <= 8). kStages: ring
-// depth for routed chunks (the shared expert's bf16 chunks are 4x larger and
-// keep one stage).
+// Everything after the tile's pairs are known: the K loop, the split-K
+// reduction and the fused epilogue, for tiles of up to kMaxNt n-tiles of 8
+// pairs. kStages: ring depth for routed chunks (the shared expert's bf16
+// chunks are 4x larger and keep one stage).
 template <int kMats, int kMaxNt, int kStages>
-__global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p) {
-  __shared__ const uint16_t* src_row[kTileM];  // x (GEMM1) or h (GEMM2) row of each tile pair, null = padding
-  __shared__ int pair_of[kTileM];
-  __shared__ float red[kWarps - 1][kMats][kMaxNt][4][32];
-  pdl_launch_dependents();
-  // Tiles in reverse order: the shared expert's tiles (last, and with 4x the
-  // bytes per row in bf16) are dispatched first, the short routed ones fill in.
-  // They are the last ceil(T/kTileM) tiles with pairs T*k + t in token order
-  // (select_and_permute_kernel), so GEMM1 runs them without waiting for the
-  // router (programmatic dependent launch; GEMM2's need GEMM1's h).
-  const int shared_tiles = p.shared_inter > 0 ? (p.tokens + kTileM - 1) / kTileM : 0;
-  const bool early_shared = kMats == 2 && static_cast<int>(blockIdx.y) < shared_tiles;
-  int e, begin = 0, cnt, first_pair = -1;  // first_pair >= 0: pairs first_pair + m, no perm_pairs
-  if (early_shared) {
-    e = p.experts;
-    const int first_token = (shared_tiles - 1 - static_cast<int>(blockIdx.y)) * kTileM;
-    first_pair = p.tokens * p.top_k + first_token;
-    cnt = min(kTileM, p.tokens - first_token);
-  } else {
-    pdl_wait();
-    const int n_tiles_total = *p.n_tiles;
-    if (static_cast<int>(blockIdx.y) >= n_tiles_total) return;
-    const int tile = n_tiles_total - 1 - static_cast<int>(blockIdx.y);
-    e = p.tile_expert[tile], begin = p.tile_begin[tile], cnt = p.tile_count[tile];
-  }
+__device__ __forceinline__ void gemv_tile(const MoeParams& p, int e, int rt, int N, int K, int cnt,
+                                          const uint16_t* const* src_row, const int* pair_of, float* red_raw) {
+  float(&red)[kWarps - 1][kMats][kMaxNt][4][32] =
+      *reinterpret_cast<float(*)[kWarps - 1][kMats][kMaxNt][4][32]>(red_raw);
   const bool shared = e == p.experts;
-  const int inter = shared ? p.shared_inter : p.intermediate;
-  const int N = kMats == 2 ? inter : p.hidden;
-  const int K = kMats == 2 ? p.hidden : inter;
-  const int rt = blockIdx.x;
-  if (rt * 16 >= N) return;
-  const int KC = K / 64, NT = N / 16;
-  const int hs = h_stride(p);
-  for (int m = threadIdx.x; m < kTileM; m += blockDim.x) {
-    const int pair = m >= cnt ? -1 : first_pair >= 0 ? first_pair + m : p.perm_pairs[begin + m];
-    pair_of[m] = pair;
-    src_row[m] = pair < 0 ? nullptr : gemm_input_row(p, kMats == 2 ? 1 : 2, pair, shared);
-  }
-  __syncthreads();
-  const int n_tiles = (cnt + 7) / 8;
-  if (n_tiles > kMaxNt) {  // the host picked the small variant for T > kSmallT: cannot happen
-    if (threadIdx.x == 0) atomicExch(p.error_flag, 1);
-    return;
-  }
+  const int KC = K / 64, NT = N / 16, n_tiles = (cnt + 7) / 8;
   float acc[kMats][kMaxNt][4];
 #pragma unroll
   for (int mat = 0; mat < kMats; ++mat)
@@ -230,6 +189,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
     const float act = act_global_scale(p, kMats == 2 ? 1 : 2, e);
     gscale[0] *= act, gscale[1] *= act;
   }
+  const int hs = h_stride(p);
 #pragma unroll
   for (int nt = 0; nt < kMaxNt; ++nt) {
     if (nt >= n_tiles) break;
@@ -257,15 +217,61 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
   }
 }
 
+// One block = one 16-row tile of one tile of pairs. The variant is chosen per
+// tile at run time: tiles of <= 8 pairs (all of them at T <= 8, most of them
+// with uniform routing up to T ~ 256) take the single-n-tile, deep-ring
+// variant, fuller tiles the 8-n-tile one that re-uses each decoded A fragment
+// for up to 64 pairs.
+template <int kMats>
+__global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p) {
+  __shared__ const uint16_t* src_row[kTileM];  // x (GEMM1) or h (GEMM2) row of each tile pair, null = padding
+  __shared__ int pair_of[kTileM];
+  __shared__ float red[(kWarps - 1) * kMats * (kTileM / 8) * 4 * 32];
+  pdl_launch_dependents();
+  // Tiles in reverse order: the shared expert's tiles (last, and with 4x the
+  // bytes per row in bf16) are dispatched first, the short routed ones fill in.
+  // They are the last ceil(T/kTileM) tiles with pairs T*k + t in token order
+  // (select_and_permute_kernel), so GEMM1 runs them without waiting for the
+  // router (programmatic dependent launch; GEMM2's need GEMM1's h).
+  const int shared_tiles = p.shared_inter > 0 ? (p.tokens + kTileM - 1) / kTileM : 0;
+  const bool early_shared = kMats == 2 && static_cast<int>(blockIdx.y) < shared_tiles;
+  int e, begin = 0, cnt, first_pair = -1;  // first_pair >= 0: pairs first_pair + m, no perm_pairs
+  if (early_shared) {
+    e = p.experts;
+    const int first_token = (shared_tiles - 1 - static_cast<int>(blockIdx.y)) * kTileM;
+    first_pair = p.tokens * p.top_k + first_token;
+    cnt = min(kTileM, p.tokens - first_token);
+  } else {
+    pdl_wait();
+    const int n_tiles_total = *p.n_tiles;
+    if (static_cast<int>(blockIdx.y) >= n_tiles_total) return;
+    const int tile = n_tiles_total - 1 - static_cast<int>(blockIdx.y);
+    e = p.tile_expert[tile], begin = p.tile_begin[tile], cnt = p.tile_count[tile];
+  }
+  const bool shared = e == p.experts;
+  const int inter = shared ? p.shared_inter : p.intermediate;
+  const int N = kMats == 2 ? inter : p.hidden;
+  const int K = kMats == 2 ? p.hidden : inter;
+  const int rt = blockIdx.x;
+  if (rt * 16 >= N) return;
+  for (int m = threadIdx.x; m < kTileM; m += blockDim.x) {
+    const int pair = m >= cnt ? -1 : first_pair >= 0 ? first_pair + m : p.perm_pairs[begin + m];
+    pair_of[m] = pair;
+    src_row[m] = pair < 0 ? nullptr : gemm_input_row(p, kMats == 2 ? 1 : 2, pair, shared);
+  }
+  __syncthreads();
+  if (cnt <= 8)
+    gemv_tile<kMats, 1, kSmallStages<kMats>>(p, e, rt, N, K, cnt, src_row, pair_of, red);
+  else
+    gemv_tile<kMats, kTileM / 8, 1>(p, e, rt, N, K, cnt, src_row, pair_of, red);
+}
+
 template <int kMats>
 void launch_one(const MoeParams& p, cudaStream_t stream) {
   const int inter = p.intermediate > p.shared_inter ? p.intermediate : p.shared_inter;
   const int max_n = kMats == 2 ? inter : p.hidden;
   const dim3 grid(max_n / 16, p.max_tiles);
-  if (p.tokens <= kSmallT)
-    launch_dependent(moe_tc_gemv_kernel<kMats, 1, kSmallStages<kMats>>, grid, kWarps * 32, 0, stream, p);
-  else
-    launch_dependent(moe_tc_gemv_kernel<kMats, kTileM / 8, 1>, grid, kWarps * 32, 0, stream, p);
+  launch_dependent(moe_tc_gemv_kernel<kMats>, grid, kWarps * 32, 0, stream, p);
 }
 
 }  // namespace
