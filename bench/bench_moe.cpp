@@ -79,13 +79,13 @@ double measure_copy_tbps() {
 
 template <typename Xin>
 std::string time_stages(const MoeLayer& layer, Xin xin, int T, uint16_t* y, cudaStream_t stream, int iters,
-                        const char* shape) {
+                        const char* shape, megamoe::cuda::MoePath path) {
   constexpr int kN = MoeLayer::kStageCount;
   cudaEvent_t ev[kN + 1];
   for (auto& e : ev) MEGAMOE_CUDA_CHECK(cudaEventCreate(&e));
   std::vector<std::vector<float>> ms(kN + 1);  // [kN] = whole forward
   for (int i = 0; i < iters + 3; ++i) {
-    layer.forward_with_stage_events(xin(i), nullptr, T, y, nullptr, stream, megamoe::cuda::MoePath::kAuto, ev);
+    layer.forward_with_stage_events(xin(i), nullptr, T, y, nullptr, stream, path, ev);
     MEGAMOE_CUDA_CHECK(cudaEventSynchronize(ev[kN]));
     if (i < 3) continue;  // warm-up
     for (int st = 0; st < kN; ++st) {
@@ -99,7 +99,7 @@ std::string time_stages(const MoeLayer& layer, Xin xin, int T, uint16_t* y, cuda
   }
   for (auto& e : ev) cudaEventDestroy(e);
   char buf[256];
-  int n = std::snprintf(buf, sizeof(buf), "%-6s %5d", shape, T);
+  int n = std::snprintf(buf, sizeof(buf), "%-6s %5d %-18s", shape, T, layer.describe_path(T, path).c_str());
   for (auto& v : ms) {
     std::sort(v.begin(), v.end());
     n += std::snprintf(buf + n, sizeof(buf) - n, " %9.1f", v[v.size() / 2] * 1e3);
@@ -158,7 +158,9 @@ int run_bench(int argc, char** argv) {
   app.add_option("--shapes", shapes, "flash and/or pro");
   app.add_option("--iters", iters, "timed iterations per case");
   app.add_flag("--mxfp4", mxfp4, "MXFP4 experts instead of NVFP4");
-  app.add_flag("--both-paths", both_paths, "for T >= 64 time the decode and the prefill path each");
+  app.add_flag("--both-paths", both_paths, "for T >= 64 time the decode and both prefill paths (wmma, wgmma) each");
+  std::vector<std::string> path_names;
+  app.add_option("--paths", path_names, "paths to time at every T: any of auto, gemv, mma, wgmma (overrides --both-paths)");
   std::vector<int> stage_tokens{1, 64};
   std::vector<std::string> routings{"uniform", "skewed"};
   app.add_option("--routings", routings, "uniform and/or skewed");
@@ -212,9 +214,18 @@ int run_bench(int argc, char** argv) {
       cudaEventCreate(&e0), cudaEventCreate(&e1);
       std::vector<std::pair<int, megamoe::cuda::MoePath>> cases;
       for (int T : token_counts) {
-        if (both_paths && T >= 64) {
+        if (!path_names.empty()) {
+          for (const std::string& name : path_names) {
+            const megamoe::cuda::MoePath path = name == "gemv"    ? megamoe::cuda::MoePath::kGemv
+                                                : name == "mma"   ? megamoe::cuda::MoePath::kMma
+                                                : name == "wgmma" ? megamoe::cuda::MoePath::kWgmma
+                                                                  : megamoe::cuda::MoePath::kAuto;
+            cases.push_back({T, path});
+          }
+        } else if (both_paths && T >= 64) {
           cases.push_back({T, megamoe::cuda::MoePath::kGemv});
           cases.push_back({T, megamoe::cuda::MoePath::kMma});
+          cases.push_back({T, megamoe::cuda::MoePath::kWgmma});
         } else {
           cases.push_back({T, megamoe::cuda::MoePath::kAuto});
         }
@@ -248,9 +259,8 @@ int run_bench(int argc, char** argv) {
                     bytes / 1e9, tbps, 100.0 * tbps / copy_tbps, flops / med_s / 1e12, g_med_s * 1e6, g_tbps,
                     100.0 * g_tbps / copy_tbps);
         std::fflush(stdout);
-        if (!skewed && path == megamoe::cuda::MoePath::kAuto &&
-            std::find(stage_tokens.begin(), stage_tokens.end(), T) != stage_tokens.end()) {
-          stage_lines.push_back(time_stages(layer, xin, T, y.as<uint16_t>(), stream.get(), iters, s.name));
+        if (!skewed && std::find(stage_tokens.begin(), stage_tokens.end(), T) != stage_tokens.end()) {
+          stage_lines.push_back(time_stages(layer, xin, T, y.as<uint16_t>(), stream.get(), iters, s.name, path));
           std::printf("  stages us (scores select gemm1 gemm2 combine sum): %s\n", stage_lines.back().c_str());
           std::fflush(stdout);
         }
@@ -261,7 +271,7 @@ int run_bench(int argc, char** argv) {
   // stage of an eager forward (no graph), median per stage over the calls;
   // a stage's time includes any launch gap before its kernel starts.
   std::printf("\nper-stage breakdown (uniform routing, eager launches, median us):\n");
-  std::printf("%-6s %5s %9s %9s %9s %9s %9s %9s\n", "shape", "T", "scores", "select", "gemm1", "gemm2", "combine",
+  std::printf("%-6s %5s %-18s %9s %9s %9s %9s %9s %9s\n", "shape", "T", "path", "scores", "select", "gemm1", "gemm2", "combine",
               "sum");
   for (const std::string& line : stage_lines) std::printf("%s\n", line.c_str());
   std::printf("%%copy = effective bandwidth / copy bandwidth (read+write bytes per second of a 2 GiB cudaMemcpy D2D)\n");
