@@ -158,9 +158,12 @@ int run_bench(int argc, char** argv) {
   app.add_option("--shapes", shapes, "flash and/or pro");
   app.add_option("--iters", iters, "timed iterations per case");
   app.add_flag("--mxfp4", mxfp4, "MXFP4 experts instead of NVFP4");
-  app.add_flag("--both-paths", both_paths, "for T >= 64 time the decode and both prefill paths (wmma, wgmma) each");
+  bool w4a4 = false;
+  app.add_flag("--w4a4", w4a4, "W4A4 mode: activations NVFP4-quantized before each GEMM (dynamic scales)");
+  app.add_flag("--both-paths", both_paths, "for T >= 64 time the decode (gemv) and the prefill (wgmma) path each");
   std::vector<std::string> path_names;
-  app.add_option("--paths", path_names, "paths to time at every T: any of auto, gemv, mma, wgmma (overrides --both-paths)");
+  app.add_option("--paths", path_names, "paths to time at every T: any of auto, gemv, wgmma (overrides --both-paths)")
+      ->check(CLI::IsMember({"auto", "gemv", "wgmma"}));
   std::vector<int> stage_tokens{1, 64};
   std::vector<std::string> routings{"uniform", "skewed"};
   app.add_option("--routings", routings, "uniform and/or skewed");
@@ -179,7 +182,7 @@ int run_bench(int argc, char** argv) {
                                         : Shape{"flash", 4096, 2048, 256, 6, 2048, 1.5f};
     const ExpertFormat fmt = mxfp4 ? ExpertFormat::kMxfp4 : ExpertFormat::kNvfp4;
     const size_t G = mxfp4 ? 32 : 16, D = s.D, I = s.I, E = s.E, Is = s.Is;
-    MoeLayerConfig cfg{s.D, s.I, s.Is, s.E, s.k, max_t, s.scaling, 10.0f, fmt};
+    MoeLayerConfig cfg{s.D, s.I, s.Is, s.E, s.k, max_t, s.scaling, 10.0f, fmt, w4a4};
     auto codes = [&](size_t n, uint64_t seed) { return fill<uint8_t>(n, [=](size_t i) { return uint8_t(mix(seed + i)); }); };
     auto scales = [&](size_t n, uint64_t seed) {
       return fill<uint8_t>(n, [=](size_t i) { return uint8_t(mxfp4 ? 120 + mix(seed + i) % 3 : 0x30 + mix(seed + i) % 16); });
@@ -217,14 +220,12 @@ int run_bench(int argc, char** argv) {
         if (!path_names.empty()) {
           for (const std::string& name : path_names) {
             const megamoe::cuda::MoePath path = name == "gemv"    ? megamoe::cuda::MoePath::kGemv
-                                                : name == "mma"   ? megamoe::cuda::MoePath::kMma
                                                 : name == "wgmma" ? megamoe::cuda::MoePath::kWgmma
                                                                   : megamoe::cuda::MoePath::kAuto;
             cases.push_back({T, path});
           }
         } else if (both_paths && T >= 64) {
           cases.push_back({T, megamoe::cuda::MoePath::kGemv});
-          cases.push_back({T, megamoe::cuda::MoePath::kMma});
           cases.push_back({T, megamoe::cuda::MoePath::kWgmma});
         } else {
           cases.push_back({T, megamoe::cuda::MoePath::kAuto});
@@ -255,7 +256,7 @@ int run_bench(int argc, char** argv) {
         const double flops = 2.0 * T * (double(s.k) * 3 * D * I + 3.0 * D * Is);
         const double tbps = bytes / med_s / 1e12, g_tbps = bytes / g_med_s / 1e12;
         std::printf("%-6s %-5s %-8s %5d %-18s %10.1f %9.3f %9.2f %7.1f%% %7.1f %9.1f %9.2f %7.1f%%\n", s.name,
-                    mxfp4 ? "mxfp4" : "nvfp4", routing, T, layer.describe_path(T, path).c_str(), med_s * 1e6,
+                    mxfp4 ? "mxfp4" : w4a4 ? "w4a4" : "nvfp4", routing, T, layer.describe_path(T, path).c_str(), med_s * 1e6,
                     bytes / 1e9, tbps, 100.0 * tbps / copy_tbps, flops / med_s / 1e12, g_med_s * 1e6, g_tbps,
                     100.0 * g_tbps / copy_tbps);
         std::fflush(stdout);

@@ -2,7 +2,7 @@
 # The one device script of issue 5 (run on the GPU machine from the repo root):
 # build with CUDA into build-gpu/, run the gpu MoE tests, compute-sanitizer on
 # a small subset, the C++ bench and the torch bf16 peer. Logs go to $OUT.
-# Stages: STAGES="build test sanitize bench torch" (default all).
+# Stages: STAGES="build test sanitize bench torch" (default all). FRESH=1: clean build.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -13,6 +13,8 @@ cd "$root"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 { nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,driver_version --format=csv; git rev-parse HEAD 2>/dev/null; date -u; } | tee "$OUT/env.txt"
 if has build; then
+  # Copied sources may carry older mtimes than objects left by an earlier call: FRESH=1 rebuilds from scratch.
+  [ "${FRESH:-0}" = 1 ] && rm -rf build-gpu
   cmake -S . -B build-gpu -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
     cmake --build build-gpu -j16 --target test_kernels megamoe >> "$OUT/build.log" 2>&1
   rc=$?; echo "build rc=$rc"; if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; fi
@@ -21,8 +23,8 @@ if has test; then
   timeout ${TEST_TIMEOUT:-300} ./build-gpu/tests/test_kernels --gtest_filter="${TEST_FILTER:-GpuMoe.*:*Device*}" 2>&1 | tee "$OUT/test.log" | grep -E "^\[  (FAILED|PASSED|  OK) |Failure|error|Expected|Which is|actual|relative" | head -60
 fi
 if has sanitize; then
-  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/tests/test_kernels \
-    --gtest_filter='GpuMoe.SmallNvfp4GemvAndMma:GpuMoe.HashRouting:GpuMoe.BadTid2eidSetsErrorFlag:GpuMoe.Mxfp4Weights:GpuMoe.EveryTokenSameExperts:GpuMoe.GraphCaptureReplayMatchesEager' \
+  timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/tests/test_kernels \
+    --gtest_filter="${SANITIZE_FILTER:-GpuMoe.SmallNvfp4GemvAndWgmma:GpuMoe.HashRouting:GpuMoe.BadTid2eidSetsErrorFlag:GpuMoe.Mxfp4Weights:GpuMoe.EveryTokenSameExperts:GpuMoe.GraphCaptureReplayMatchesEager:GpuMoe.W4a4DynamicScales}" \
     > "$OUT/sanitizer.log" 2>&1
   echo "compute-sanitizer rc=$?"; tail -5 "$OUT/sanitizer.log"
 fi
@@ -30,5 +32,5 @@ if has bench; then
   timeout ${BENCH_TIMEOUT:-300} ./build-gpu/megamoe bench-moe $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
 fi
 if has torch; then
-  PYTHONUNBUFFERED=1 timeout 240 python3 tools/bench_torch_moe.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/torch.log"
+  PYTHONUNBUFFERED=1 timeout ${TORCH_TIMEOUT:-240} python3 tools/bench_torch_moe.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/torch.log"
 fi

@@ -12,7 +12,7 @@ cmake -S . -B build-gpu -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > 
 (cd build-gpu && ctest -L gpu --output-on-failure --timeout 300) > "$OUT/ctest_gpu.log" 2>&1
 echo "ctest -L gpu rc=$?"; grep -E "tests passed|Failed|\*\*\*" "$OUT/ctest_gpu.log" | head -30
 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/tests/test_kernels \
-  --gtest_filter="${MEMCHECK_FILTER:-GpuNvfp4ActQuant.*:GpuMoe.SmallNvfp4GemvAndMma:GpuMoe.HashRouting:GpuMoe.Mxfp4Weights:GpuMoe.Fp8SharedExpertE8m0AndF32Scales:GpuMoe.GraphCaptureReplayMatchesEager}" \
+  --gtest_filter="${MEMCHECK_FILTER:-GpuNvfp4ActQuant.*:GpuMoe.SmallNvfp4GemvAndWgmma:GpuMoe.HashRouting:GpuMoe.Mxfp4Weights:GpuMoe.Fp8SharedExpertE8m0AndF32Scales:GpuMoe.GraphCaptureReplayMatchesEager}" \
   > "$OUT/memcheck.log" 2>&1
 echo "memcheck rc=$?"; tail -3 "$OUT/memcheck.log"
 timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 ./build-gpu/tests/test_kernels \

@@ -27,7 +27,7 @@ struct MoeParams {
   int top_k = 0;         // k
   int tokens = 0;        // T (this call)
   int vocab = 0;         // V rows of tid2eid (hash layers)
-  int tile_m = 0;        // pairs per tile (64 on both paths)
+  int tile_m = 0;        // pairs per tile (moe_gemv_tile_m() / moe_wgmma_tile_m())
   int max_tiles = 0;     // capacity of the tile arrays
   float routed_scaling = 1.0f;
   float swiglu_limit = 10.0f;  // <= 0: no clamp
@@ -102,15 +102,13 @@ struct MoeParams {
 
 // Pairs per tile each path expects in MoeParams::tile_m.
 int moe_gemv_tile_m();
-int moe_mma_tile_m();
 int moe_wgmma_tile_m();
 
 // One launch per stage, in this order; all enqueue on `stream` and return immediately.
 void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream);  // router scores
 void launch_moe_route_select(const MoeParams& p, cudaStream_t stream);  // top-k / hash, permutation, tiles
-// gemm 1 = GEMM1 + clamped SwiGLU x routing weight, gemm 2 = GEMM2; decode (gemv) or prefill (mma) path.
+// gemm 1 = GEMM1 + clamped SwiGLU x routing weight, gemm 2 = GEMM2; decode (gemv) or prefill (wgmma) path.
 void launch_moe_gemv_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
-void launch_moe_mma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
 void launch_moe_wgmma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);  // prefill, WGMMA (sm_90a)
 void launch_moe_combine(const MoeParams& p, cudaStream_t stream);  // y = sum of routed rows + shared row
 
@@ -119,6 +117,6 @@ void launch_moe_combine(const MoeParams& p, cudaStream_t stream);  // y = sum of
 // else act_scale holds the static per-expert scales. amax_partials: kMoeActAmaxPartials uint32.
 inline constexpr int kMoeActAmaxPartials = 1024;
 void launch_moe_act_quant(const MoeParams& p, int gemm, float* act_scale, uint32_t* amax_partials, bool dynamic,
-                          cudaStream_t stream);  // y = sum of routed rows + shared row
+                          cudaStream_t stream);
 
 }  // namespace megamoe::cuda::kernels

@@ -351,23 +351,20 @@ class GpuMoe : public ::testing::Test {
   void SetUp() override { MEGAMOE_REQUIRE_GPU(); }
 };
 
-TEST_F(GpuMoe, SmallNvfp4GemvAndMma) {
+TEST_F(GpuMoe, SmallNvfp4GemvAndWgmma) {
   Case c;
   check_case(c, MoePath::kGemv);
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
 }
 TEST_F(GpuMoe, SingleToken) {
   Case c;
   c.T = 1;
   check_case(c, MoePath::kGemv);
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
 }
 TEST_F(GpuMoe, ManyTokensNotTileMultiple) {
   Case c;
   c.T = 133, c.E = 16, c.k = 3, c.D = 192, c.I = 128, c.Is = 128;
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
   check_case(c, MoePath::kGemv);
 }
@@ -375,13 +372,11 @@ TEST_F(GpuMoe, ExpertsWithZeroTokensAndNoShared) {
   Case c;
   c.E = 32, c.k = 2, c.T = 3, c.Is = 0;
   check_case(c, MoePath::kGemv);
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
 }
 TEST_F(GpuMoe, EveryTokenSameExperts) {
   Case c;
   c.skew = true, c.T = 100, c.E = 16, c.k = 4;
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
   check_case(c, MoePath::kGemv);
 }
@@ -389,14 +384,12 @@ TEST_F(GpuMoe, HashRouting) {
   Case c;
   c.hash = true, c.bias = false, c.T = 9, c.E = 12, c.k = 3;
   check_case(c, MoePath::kGemv);
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
 }
 TEST_F(GpuMoe, Mxfp4Weights) {
   Case c;
   c.format = ExpertFormat::kMxfp4, c.T = 11;
   check_case(c, MoePath::kGemv);
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
 }
 // The repacked layout re-encodes block scales relative to the matrix's largest
@@ -406,7 +399,6 @@ TEST_F(GpuMoe, EveryE4m3ScaleByte) {
   Case c;
   c.all_scales = true, c.T = 19, c.D = 256, c.I = 128;
   check_case(c, MoePath::kGemv);
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
 }
 // More than 8 (and more than one tile of 64) pairs per expert on the decode
@@ -428,7 +420,6 @@ TEST_F(GpuMoe, Fp8SharedExpertE8m0AndF32Scales) {
     check_case(c, MoePath::kGemv);
     c.T = 20;
     check_case(c, MoePath::kGemv);
-    check_case(c, MoePath::kMma);
     check_case(c, MoePath::kWgmma);
   }
 }
@@ -468,7 +459,6 @@ TEST_F(GpuMoe, ProShape) {
 TEST_F(GpuMoe, ProShapeMxfp4Prefill) {
   Case c;
   c.D = 7168, c.I = 3072, c.E = 384, c.k = 6, c.Is = 3072, c.format = ExpertFormat::kMxfp4, c.T = 72;
-  check_case(c, MoePath::kMma);
   check_case(c, MoePath::kWgmma);
 }
 
@@ -491,7 +481,7 @@ TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
     std::vector<float> xf;
     random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
     in.x.upload(xb.data(), xb.size() * 2);
-    for (MoePath path : {MoePath::kGemv, MoePath::kMma, MoePath::kWgmma}) {
+    for (MoePath path : {MoePath::kGemv, MoePath::kWgmma}) {
       cudaGraph_t graph;
       MEGAMOE_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
       layer.forward(in.x.as<uint16_t>(), nullptr, c.T, in.y.as<uint16_t>(), in.yf.as<float>(), stream.get(), path);
@@ -525,14 +515,14 @@ TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
 TEST_F(GpuMoe, W4a4DynamicScales) {
   Case c;
   c.w4a4 = 1, c.T = 13;
-  for (MoePath path : {MoePath::kGemv, MoePath::kMma, MoePath::kWgmma}) check_case(c, path);
+  for (MoePath path : {MoePath::kGemv, MoePath::kWgmma}) check_case(c, path);
   c.hash = true, c.bias = false, c.T = 70, c.seed = 4;
-  for (MoePath path : {MoePath::kGemv, MoePath::kMma, MoePath::kWgmma}) check_case(c, path);
+  for (MoePath path : {MoePath::kGemv, MoePath::kWgmma}) check_case(c, path);
 }
 TEST_F(GpuMoe, W4a4StaticScalesWithSaturation) {
   Case c;
   c.w4a4 = 2, c.T = 9, c.seed = 6;
-  for (MoePath path : {MoePath::kGemv, MoePath::kMma, MoePath::kWgmma}) check_case(c, path);
+  for (MoePath path : {MoePath::kGemv, MoePath::kWgmma}) check_case(c, path);
   c.T = 1;
   check_case(c, MoePath::kAuto);
 }

@@ -139,13 +139,12 @@ MoePath MoeLayer::choose_path(int tokens, MoePath path) const {
   // Tensor-core GEMV up to T = 256 (measured 2.7-3x faster than the WMMA path
   // at T = 64 and 256, equal at T = 4096 uniform, 13% slower at 4096 skewed:
   // kernels/moe/NOTES.md).
-  return tokens <= 256 ? MoePath::kGemv : MoePath::kMma;
+  return tokens <= 256 ? MoePath::kGemv : MoePath::kWgmma;
 }
 
 std::string MoeLayer::describe_path(int tokens, MoePath path) const {
   switch (choose_path(tokens, path)) {
     case MoePath::kGemv: return str_cat("tc-gemv(tile_m=", kernels::moe_gemv_tile_m(), ")");
-    case MoePath::kMma: return str_cat("wmma(", kernels::moe_mma_tile_m(), "x64x64)");
     default: return str_cat("wgmma(tile_m=", kernels::moe_wgmma_tile_m(), ")");
   }
 }
@@ -154,7 +153,6 @@ namespace {
 int path_tile_m(MoePath path) {
   switch (path) {
     case MoePath::kGemv: return kernels::moe_gemv_tile_m();
-    case MoePath::kMma: return kernels::moe_mma_tile_m();
     default: return kernels::moe_wgmma_tile_m();
   }
 }
@@ -234,7 +232,6 @@ void MoeLayer::run_stages(const uint16_t* x, const int32_t* token_ids, int token
     }
     switch (chosen) {
       case MoePath::kGemv: kernels::launch_moe_gemv_gemm(p, gemm, stream); break;
-      case MoePath::kMma: kernels::launch_moe_mma_gemm(p, gemm, stream); break;
       default: kernels::launch_moe_wgmma_gemm(p, gemm, stream); break;
     }
     MEGAMOE_CUDA_CHECK_LAUNCH(stream);

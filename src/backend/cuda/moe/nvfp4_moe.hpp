@@ -60,9 +60,9 @@ struct MoeHostWeights {
   std::span<const float> input_scale_w13, input_scale_w2;
 };
 
-// kGemv: tensor-core GEMV (decode sizes); kMma: WMMA tiles; kWgmma: WGMMA
-// tiles (prefill sizes). kAuto picks by T (choose_path).
-enum class MoePath { kAuto, kGemv, kMma, kWgmma };
+// kGemv: tensor-core GEMV (decode sizes); kWgmma: WGMMA tiles (prefill
+// sizes). kAuto picks by T (choose_path).
+enum class MoePath { kAuto, kGemv, kWgmma };
 
 class MoeLayer {
  public:
