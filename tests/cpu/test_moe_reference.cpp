@@ -280,6 +280,17 @@ TEST(MoeReference, W4a4StaticEqualsDynamicAndAddsQuantizationNoise) {
   EXPECT_GT(noise, 1e-3);
   EXPECT_LT(noise, 0.2);
 
+  MoeWeights lazy = w;  // the on-demand expert loader gives the same result
+  lazy.w1 = {}, lazy.w3 = {}, lazy.w2 = {};
+  lazy.load_expert = [&](int64_t e, std::vector<float>& w1, std::vector<float>& w3, std::vector<float>& w2) {
+    w1.assign(p.w1.begin() + e * I * D, p.w1.begin() + (e + 1) * I * D);
+    w3.assign(p.w3.begin() + e * I * D, p.w3.begin() + (e + 1) * I * D);
+    w2.assign(p.w2.begin() + e * D * I, p.w2.begin() + (e + 1) * D * I);
+  };
+  std::vector<float> lazy_out(T * D);
+  megamoe::cpu::moe_forward(lazy, x, {}, T, lazy_out, w4a4);
+  EXPECT_EQ(lazy_out, fixed);
+
   const std::vector<float> short_scales(E - 1, 0.01f);
   w.input_scale_w2 = short_scales;
   EXPECT_THROW(megamoe::cpu::moe_forward(w, x, {}, T, fixed, w4a4), megamoe::Error);

@@ -93,6 +93,28 @@ void expert_apply(std::span<const float> w1, std::span<const float> w3, std::spa
   }
 }
 
+// Calls fn(e, w1, w3, w2) for every active expert, in parallel over experts,
+// with the expert's fp32 weights (loaded on demand when the arrays are empty).
+template <typename Fn>
+void for_each_active_expert(const MoeWeights& weights, const std::vector<int64_t>& active, Fn&& fn) {
+  const int64_t D = weights.dims.hidden, I = weights.dims.intermediate;
+  ThreadPool::global().parallel_for(active.size(), [&](size_t begin, size_t end) {
+    std::vector<float> b1, b3, b2;
+    for (size_t a = begin; a < end; ++a) {
+      const int64_t e = active[a];
+      if (weights.w1.empty()) {
+        weights.load_expert(e, b1, b3, b2);
+        MEGAMOE_CHECK(b1.size() == static_cast<size_t>(I * D) && b3.size() == b1.size() && b2.size() == b1.size(),
+                      "moe: load_expert(", e, ") returned wrong sizes");
+        fn(e, std::span<const float>(b1), std::span<const float>(b3), std::span<const float>(b2));
+      } else {
+        fn(e, weights.w1.subspan(e * I * D, I * D), weights.w3.subspan(e * I * D, I * D),
+           weights.w2.subspan(e * D * I, D * I));
+      }
+    }
+  });
+}
+
 // W4A4: rows x NVFP4-quantized with global scale s2 (nullopt: from their own
 // amax) and dequantized, in place. An all-zero input stays zero (the
 // quantizer rejects amax 0, which has no scale).
@@ -120,22 +142,11 @@ void routed_w4a4(const MoeWeights& weights, const std::vector<float>& x, const R
     fake_quantize_nvfp4(x_dynamic.data(), T, D, std::nullopt);
   }
   std::vector<float> h(T * k * I, 0.0f);
-  auto visit = [&](auto&& per_expert) {
-    ThreadPool::global().parallel_for(active.size(), [&](size_t begin, size_t end) {
-      std::vector<float> b1, b3, b2;
-      for (size_t a = begin; a < end; ++a) {
-        const int64_t e = active[a];
-        std::span<const float> w1, w3, w2;
-        if (weights.w1.empty()) {
-          weights.load_expert(e, b1, b3, b2);
-          w1 = b1, w3 = b3, w2 = b2;
-        } else {
-          w1 = weights.w1.subspan(e * I * D, I * D), w3 = weights.w3.subspan(e * I * D, I * D);
-          w2 = weights.w2.subspan(e * D * I, D * I);
-        }
-        for (int64_t p = 0; p < T * k; ++p)
-          if (routing.experts[p] == e) per_expert(e, p, w1, w3, w2);
-      }
+  auto visit = [&](auto&& per_pair) {
+    for_each_active_expert(weights, active, [&](int64_t e, std::span<const float> w1, std::span<const float> w3,
+                                                std::span<const float> w2) {
+      for (int64_t p = 0; p < T * k; ++p)
+        if (routing.experts[p] == e) per_pair(e, p, w1, w3, w2);
     });
   };
   visit([&](int64_t e, int64_t p, std::span<const float> w1, std::span<const float> w3, std::span<const float>) {
@@ -252,27 +263,12 @@ void moe_forward_routed(const MoeWeights& weights, std::span<const float> x_in, 
                   "moe: input_scale_w2 has ", weights.input_scale_w2.size(), " values, expected E = ", E);
     routed_w4a4(weights, x, routing, active, options, per_slot);
   } else {
-    ThreadPool::global().parallel_for(active.size(), [&](size_t begin, size_t end) {
-      std::vector<float> b1, b3, b2;
-      for (size_t a = begin; a < end; ++a) {
-        const int64_t e = active[a];
-        std::span<const float> w1, w3, w2;
-        if (weights.w1.empty()) {
-          weights.load_expert(e, b1, b3, b2);
-          MEGAMOE_CHECK(b1.size() == static_cast<size_t>(I * D) && b3.size() == b1.size() && b2.size() == b1.size(),
-                        "moe: load_expert(", e, ") returned wrong sizes");
-          w1 = b1; w3 = b3; w2 = b2;
-        } else {
-          w1 = weights.w1.subspan(e * I * D, I * D);
-          w3 = weights.w3.subspan(e * I * D, I * D);
-          w2 = weights.w2.subspan(e * D * I, D * I);
-        }
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t j = 0; j < k; ++j)
-            if (routing.experts[t * k + j] == e)
-              expert_apply(w1, w3, w2, D, I, x.data() + t * D, routing.weights[t * k + j], d.swiglu_limit,
-                           options.round_hidden_bf16, per_slot.data() + (t * k + j) * D);
-      }
+    for_each_active_expert(weights, active, [&](int64_t e, std::span<const float> w1, std::span<const float> w3,
+                                                std::span<const float> w2) {
+      for (int64_t p = 0; p < T * k; ++p)
+        if (routing.experts[p] == e)
+          expert_apply(w1, w3, w2, D, I, x.data() + (p / k) * D, routing.weights[p], d.swiglu_limit,
+                       options.round_hidden_bf16, per_slot.data() + p * D);
     });
   }
   std::vector<float> shared(T * D, 0.0f);
