@@ -70,10 +70,10 @@ float clamped_swiglu(float gate, float up, float limit) {
   return silu * up;
 }
 
-// out[D] += W2 · (weight · swiglu(W1·x, W3·x)) for one token and one expert.
-void expert_apply(std::span<const float> w1, std::span<const float> w3, std::span<const float> w2, int64_t D,
-                  int64_t I, const float* x, float weight, float limit, bool round_hidden, float* out) {
-  std::vector<float> h(I);
+// h[I] = weight · swiglu(W1·x, W3·x) for one token and one expert (rounded
+// to bf16 when asked, as the reference casts before w2).
+void expert_hidden(std::span<const float> w1, std::span<const float> w3, int64_t D, int64_t I, const float* x,
+                   float weight, float limit, bool round_hidden, float* h) {
   for (int64_t i = 0; i < I; ++i) {
     const float* r1 = w1.data() + i * D;
     const float* r3 = w3.data() + i * D;
@@ -82,15 +82,27 @@ void expert_apply(std::span<const float> w1, std::span<const float> w3, std::spa
       g += r1[c] * x[c];
       u += r3[c] * x[c];
     }
-    float v = clamped_swiglu(g, u, limit) * weight;
+    const float v = clamped_swiglu(g, u, limit) * weight;
     h[i] = round_hidden ? round_to_bf16(v) : v;
   }
+}
+
+// out[D] += W2 · h.
+void expert_down(std::span<const float> w2, int64_t D, int64_t I, const float* h, float* out) {
   for (int64_t r = 0; r < D; ++r) {
     const float* row = w2.data() + r * I;
     float acc = 0.0f;
     for (int64_t i = 0; i < I; ++i) acc += row[i] * h[i];
     out[r] += acc;
   }
+}
+
+// out[D] += W2 · (weight · swiglu(W1·x, W3·x)) for one token and one expert.
+void expert_apply(std::span<const float> w1, std::span<const float> w3, std::span<const float> w2, int64_t D,
+                  int64_t I, const float* x, float weight, float limit, bool round_hidden, float* out) {
+  std::vector<float> h(I);
+  expert_hidden(w1, w3, D, I, x, weight, limit, round_hidden, h.data());
+  expert_down(w2, D, I, h.data(), out);
 }
 
 // Calls fn(e, w1, w3, w2) for every active expert, in parallel over experts,
@@ -124,11 +136,6 @@ void fake_quantize_nvfp4(float* x, int64_t rows, int64_t cols, std::optional<flo
   dequantize_nvfp4(q.packed.data(), q.block_scales.data(), q.global_scale, rows, cols, x);
 }
 
-std::optional<float> static_scale(std::span<const float> scales, int64_t e) {
-  if (scales.empty()) return std::nullopt;
-  return scales[e];
-}
-
 // The routed experts in W4A4 (see MoeOptions::activations_nvfp4): every
 // routed h row must exist before a dynamic w2 input scale is known, so this
 // runs in two passes over the active experts (the weights are loaded twice).
@@ -150,25 +157,22 @@ void routed_w4a4(const MoeWeights& weights, const std::vector<float>& x, const R
     });
   };
   visit([&](int64_t e, int64_t p, std::span<const float> w1, std::span<const float> w3, std::span<const float>) {
-    std::vector<float> xq(x.begin() + (p / k) * D, x.begin() + (p / k + 1) * D);
-    if (x_dynamic.empty()) fake_quantize_nvfp4(xq.data(), 1, D, static_scale(weights.input_scale_w13, e));
-    else std::copy(x_dynamic.begin() + (p / k) * D, x_dynamic.begin() + (p / k + 1) * D, xq.begin());
-    for (int64_t i = 0; i < I; ++i) {
-      float g = 0.0f, u = 0.0f;
-      for (int64_t c = 0; c < D; ++c) g += w1[i * D + c] * xq[c], u += w3[i * D + c] * xq[c];
-      const float v = clamped_swiglu(g, u, d.swiglu_limit) * routing.weights[p];
-      h[p * I + i] = options.round_hidden_bf16 ? round_to_bf16(v) : v;
+    std::vector<float> xq;
+    const float* xrow;
+    if (x_dynamic.empty()) {  // static scale: this pair's row with its expert's scale
+      xq.assign(x.begin() + (p / k) * D, x.begin() + (p / k + 1) * D);
+      fake_quantize_nvfp4(xq.data(), 1, D, weights.input_scale_w13[e]);
+      xrow = xq.data();
+    } else {
+      xrow = x_dynamic.data() + (p / k) * D;
     }
+    expert_hidden(w1, w3, D, I, xrow, routing.weights[p], d.swiglu_limit, options.round_hidden_bf16, h.data() + p * I);
   });
   if (weights.input_scale_w2.empty()) fake_quantize_nvfp4(h.data(), T * k, I, std::nullopt);
   visit([&](int64_t e, int64_t p, std::span<const float>, std::span<const float>, std::span<const float> w2) {
     float* hp = h.data() + p * I;
     if (!weights.input_scale_w2.empty()) fake_quantize_nvfp4(hp, 1, I, weights.input_scale_w2[e]);
-    for (int64_t r = 0; r < D; ++r) {
-      float acc = 0.0f;
-      for (int64_t i = 0; i < I; ++i) acc += w2[r * I + i] * hp[i];
-      per_slot[p * D + r] = acc;
-    }
+    expert_down(w2, D, I, hp, per_slot.data() + p * D);
   });
 }
 

@@ -136,9 +136,8 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
 
 MoePath MoeLayer::choose_path(int tokens, MoePath path) const {
   if (path != MoePath::kAuto) return path;
-  // Tensor-core GEMV up to T = 256 (measured 2.7-3x faster than the WMMA path
-  // at T = 64 and 256, equal at T = 4096 uniform, 13% slower at 4096 skewed:
-  // kernels/moe/NOTES.md).
+  // Tensor-core GEMV up to T = 256 (uniform routing: 1.5x faster than WGMMA
+  // at T = 256, 1.4x slower at T = 1024; kernels/moe/NOTES.md version 7).
   return tokens <= 256 ? MoePath::kGemv : MoePath::kWgmma;
 }
 
