@@ -27,7 +27,7 @@
 namespace {
 
 struct Args {
-  std::string model_dir, ids_text, tokenizer_path, chat_file, prompt;
+  std::string model_dir, ids_text, tokenizer_path, chat_file, prompt, device = "auto";
   bool have_ids = false, have_prompt = false, chat = false, thinking = false, no_bos = false, ignore_eos = false, show_ids = false;
   std::vector<std::string> stops;
   megamoe::GenerateOptions options;
@@ -53,9 +53,18 @@ void check_combinations(const Args& a) {
   MEGAMOE_CHECK(!a.show_ids || text_mode, "--show-ids is for text prompts (--ids already prints ids)");
 }
 
+// One sequence: the GPU's state pools are sized for it.
+std::unique_ptr<megamoe::dsv4::Model> load_model(const Args& a) {
+  megamoe::dsv4::ModelOptions options;
+  options.device = megamoe::parse_device_kind(a.device);
+  options.backend.max_sequences = 1;
+  options.backend.progress = true;
+  return megamoe::dsv4::Model::load(a.model_dir, options);
+}
+
 int generate_ids(const Args& a) {
   const std::vector<int32_t> prompt = megamoe::parse_token_ids(a.ids_text);
-  const auto model = megamoe::dsv4::Model::load(a.model_dir);
+  const auto model = load_model(a);
   const std::vector<int32_t> out = megamoe::generate(*model, prompt, a.options);
   for (size_t i = 0; i < out.size(); ++i) std::printf("%s%d", i ? "," : "", out[i]);
   std::printf("\n");
@@ -95,7 +104,7 @@ int generate_text(const Args& a) {
     write_out(stdout, "\n" + j.dump() + "\n");
   };
 
-  const auto model = megamoe::dsv4::Model::load(a.model_dir);
+  const auto model = load_model(a);
   megamoe::TextStreamer streamer(tokenizer, stream, sinks);
   const std::vector<int32_t> ids =
       megamoe::generate(*model, prompt, a.options, [&](int32_t id) { return streamer.push(id); });
@@ -115,6 +124,7 @@ int run_generate(int argc, char** argv) {
   CLI::App app{"generate from prompt ids or text", argv[0]};
   Args a;
   app.add_option("--model", a.model_dir, "checkpoint directory (config.json + safetensors)")->required();
+  app.add_option("--device", a.device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
   CLI::Option* ids = app.add_option("--ids", a.ids_text, "comma-separated prompt token ids, e.g. 0,5,7 (prints generated ids)");
   app.add_option("--tokenizer", a.tokenizer_path, "Hugging Face tokenizer.json (for --prompt / --chat)");
   CLI::Option* prompt = app.add_option("--prompt", a.prompt,

@@ -18,17 +18,22 @@ namespace {
 
 int run_logits(int argc, char** argv) {
   CLI::App app{"compute logits [T, V] for token ids and write them as a float32 .npy file", argv[0]};
-  std::string model_dir, ids_text, out_path, mode_text = "prefill", dump_dir;
+  std::string model_dir, ids_text, out_path, mode_text = "prefill", dump_dir, device = "auto";
   app.add_option("--model", model_dir, "checkpoint directory (config.json + safetensors)")->required();
   app.add_option("--ids", ids_text, "comma-separated token ids, e.g. 3,17,42")->required();
   app.add_option("--out", out_path, "output .npy file")->required();
   app.add_option("--mode", mode_text, "prefill | decode | chunked:N");
+  app.add_option("--device", device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
   app.add_option("--dump-dir", dump_dir, "write every named activation as DIR/<name>.npy");
   CLI11_PARSE(app, argc, argv);
 
   const std::vector<int32_t> ids = megamoe::parse_token_ids(ids_text);
   const megamoe::LogitsMode mode = megamoe::LogitsMode::parse(mode_text);
-  const auto model = megamoe::dsv4::Model::load(model_dir);
+  megamoe::dsv4::ModelOptions options;
+  options.device = megamoe::parse_device_kind(device);
+  options.backend.max_sequences = 1;
+  options.backend.progress = true;
+  const auto model = megamoe::dsv4::Model::load(model_dir, options);
 
   megamoe::dsv4::DumpFn dump;
   int64_t call = 0;

@@ -22,6 +22,11 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);  // validates the parameters
   int32_t sample(std::span<const float> logits);
+  // The next uniform draw in [0, 1) (53 bits); sample() takes one per sampled
+  // (temperature > 0) token. A device sampler is fed these so it picks what
+  // sample() would (cpu::choose_token).
+  double next_uniform();
+  const SamplingParams& params() const { return params_; }
 
  private:
   SamplingParams params_;

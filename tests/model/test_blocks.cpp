@@ -8,10 +8,10 @@
 #include <map>
 #include <numeric>
 
-#include "model/deepseek_v4/hyper_connection.hpp"
-#include "model/deepseek_v4/attention.hpp"
+#include "backend/cpu/dsv4/hyper_connection.hpp"
+#include "backend/cpu/dsv4/attention.hpp"
 #include "model/deepseek_v4/model.hpp"
-#include "model/deepseek_v4/rope.hpp"
+#include "backend/cpu/dsv4/rope.hpp"
 #include "model/tiny_models.hpp"
 
 namespace megamoe {

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 
+#include "backend/cpu/cpu_backend.hpp"
 #include "model/deepseek_v4/model.hpp"
 #include "model/tiny_models.hpp"
 #include "runtime/session.hpp"
@@ -50,11 +51,12 @@ TEST_P(TinyModel, PrefillChunkedAndDecodeAgree) {
 
 TEST_P(TinyModel, LazyExpertLoadingMatchesGolden) {
   // A zero budget keeps every routed expert in its stored format, dequantized per use.
-  dsv4::LoadOptions options;
-  options.eager_expert_bytes = 0;
+  dsv4::ModelOptions options;
+  options.backend.eager_expert_bytes = 0;
   const auto model = dsv4::Model::load(tiny_model_dir(GetParam()), options);
-  ASSERT_FALSE(model->weights().layers[0].moe.expert_refs.empty());
-  ASSERT_TRUE(model->weights().layers[0].moe.w1.empty());
+  const auto& cpu = dynamic_cast<const cpu::CpuBackend&>(model->backend());
+  ASSERT_FALSE(cpu.weights().layers[0].moe.expert_refs.empty());
+  ASSERT_TRUE(cpu.weights().layers[0].moe.w1.empty());
   const std::vector<int32_t> ids = golden_ids(GetParam());
   const NpyArray golden = golden_logits(GetParam());
   const std::vector<float> logits = compute_logits(*model, ids, LogitsMode{LogitsMode::kChunked, 11});

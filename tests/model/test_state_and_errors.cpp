@@ -10,6 +10,7 @@
 
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
+#include "backend/cpu/cpu_backend.hpp"
 #include "model/deepseek_v4/model.hpp"
 #include "model/tiny_models.hpp"
 
@@ -24,17 +25,18 @@ TEST(SequenceState, SizesFollowSection9AfterEachStep) {
   const ModelConfig& cfg = model->config();
   const std::vector<int32_t> ids = golden_ids("tiny-a");
   dsv4::SequenceState state = model->new_sequence();
+  const auto& cache = dynamic_cast<const cpu::CpuCache&>(*state.cache);
   // Before anything: CSA overlap state is keys 0 / gates -inf (§11 item 10).
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
     if (cfg.layer_types[l] != AttentionType::kCompressedSparse) continue;
-    for (float g : state.layers[l].compressor.overlap_gate) EXPECT_EQ(g, -INFINITY);
-    for (float g : state.layers[l].indexer.overlap_gate) EXPECT_EQ(g, -INFINITY);
+    for (float g : cache.layers[l].compressor.overlap_gate) EXPECT_EQ(g, -INFINITY);
+    for (float g : cache.layers[l].indexer.overlap_gate) EXPECT_EQ(g, -INFINITY);
   }
   for (size_t n = 1; n <= ids.size(); ++n) {
     model->forward(std::span<const int32_t>(&ids[n - 1], 1), state);
     ASSERT_EQ(state.position, static_cast<int64_t>(n));
     for (int64_t l = 0; l < cfg.num_layers; ++l) {
-      const dsv4::LayerState& layer = state.layers[l];
+      const dsv4::LayerState& layer = cache.layers[l];
       const int64_t window_rows = std::min<int64_t>(cfg.sliding_window - 1, n);
       EXPECT_EQ(static_cast<int64_t>(layer.window.size()), window_rows * cfg.head_dim) << "layer " << l;
       if (cfg.layer_types[l] == AttentionType::kSliding) {

@@ -1,8 +1,10 @@
-// The DeepSeek-V4 forward on the CPU backend in fp32 (dsv4-architecture.md §4):
-// embed -> n_c residual streams -> per layer [mHC -> RMSNorm -> attention ->
-// mHC post, mHC -> RMSNorm -> MoE -> mHC post] -> hc_head -> RMSNorm -> lm_head.
-// forward() processes any number of tokens continuing a SequenceState, so
-// full prefill, chunked prefill and one-token decode share one code path.
+// The DeepSeek-V4 forward, written once against the op interface of
+// src/backend/backend.hpp (dsv4-architecture.md §4): embed -> n_c residual
+// streams -> per layer [mHC -> RMSNorm -> attention -> mHC post, mHC ->
+// RMSNorm -> MoE -> mHC post] -> hc_head -> RMSNorm -> lm_head.
+// A forward runs a batch of sequences, each continuing its own state with any
+// number of new tokens, so full prefill, chunked prefill, one-token decode and
+// mixtures of them in one step share one code path.
 #pragma once
 
 #include <cstdint>
@@ -11,47 +13,62 @@
 #include <span>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "core/checkpoint.hpp"
 #include "model/deepseek_v4/dump.hpp"
-#include "model/deepseek_v4/rope.hpp"
-#include "model/deepseek_v4/state.hpp"
-#include "model/deepseek_v4/weights.hpp"
 
 namespace megamoe::dsv4 {
 
 struct ForwardOptions {
-  bool last_logits_only = false;  // logits of the last token only (decode / generation)
-  const DumpFn* dump = nullptr;   // per-layer activation dumps
+  bool last_logits_only = false;  // logits of each sequence's last token only (decode / generation)
+  const DumpFn* dump = nullptr;   // per-layer activation dumps (single-sequence steps)
+};
+
+// One sequence: its position (tokens seen) and its state in the backend.
+struct SequenceState {
+  int64_t position = 0;
+  std::unique_ptr<SequenceCache> cache;
+};
+
+// One sequence's part of a batched forward.
+struct SequenceInput {
+  std::span<const int32_t> ids;
+  SequenceState* state = nullptr;
+};
+
+struct ModelOptions {
+  DeviceKind device = DeviceKind::kCpu;
+  BackendOptions backend;
 };
 
 class Model {
  public:
-  // The model keeps the checkpoint open (lazily loaded experts point into it).
-  explicit Model(std::unique_ptr<Checkpoint> checkpoint, const LoadOptions& options = {});
-  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options = {});
+  // The model keeps the checkpoint open (lazily loaded CPU experts point into it).
+  Model(std::unique_ptr<Checkpoint> checkpoint, const ModelOptions& options = {});
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const ModelOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
-  const ModelWeights& weights() const { return weights_; }
-  SequenceState new_sequence() const { return make_sequence_state(config_); }
+  Backend& backend() const { return *backend_; }
+  SequenceState new_sequence() const;
 
-  // Runs ids at positions state.position .. + T - 1 and advances the state.
-  // Returns logits [T, V] (or [1, V] with last_logits_only). Throws for an
-  // empty input or an id outside the vocabulary (checked before the state changes).
+  // Runs every sequence's ids at positions state.position .. + T_i - 1 in one
+  // step and advances the states. Returns logits per sequence: [T_i, V], or
+  // [1, V] with last_logits_only. Throws for an empty input, an id outside the
+  // vocabulary or a context past the maximum, checked before any state changes.
+  std::vector<std::vector<float>> forward_batch(std::span<const SequenceInput> inputs,
+                                                const ForwardOptions& options = {}) const;
+  // One sequence (a batch of one).
   std::vector<float> forward(std::span<const int32_t> ids, SequenceState& state,
                              const ForwardOptions& options = {}) const;
 
  private:
-  // One decoder layer over X [T, n_c, D] in place.
-  void layer_forward(int64_t l, std::span<const int32_t> ids, std::vector<float>& streams, int64_t pos0,
-                     LayerState& state, const DumpFn* dump_fn) const;
-  // MoE block: x [T, D] -> [T, D].
-  std::vector<float> moe_forward(const MoeLayerWeights& w, std::span<const int32_t> ids,
-                                 const std::vector<float>& x, int64_t tokens) const;
+  void attention_block(const StepPlan& step, int64_t l, const DeviceTensor& x, DeviceTensor& out,
+                       const DumpFn* dump_fn) const;
+  void dump(const DumpFn* fn, const std::string& name, const DeviceTensor& t) const;
 
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelConfig config_;
-  ModelWeights weights_;
-  RopeTable rope_main_, rope_compress_;
+  std::unique_ptr<Backend> backend_;
 };
 
 }  // namespace megamoe::dsv4

@@ -1,4 +1,4 @@
-#include "model/deepseek_v4/state.hpp"
+#include "backend/cpu/dsv4/state.hpp"
 
 #include <cmath>
 
@@ -16,18 +16,17 @@ CompressorState make_compressor_state(int64_t rate, int64_t width, bool overlap)
   return s;
 }
 
-SequenceState make_sequence_state(const ModelConfig& config) {
-  SequenceState state;
-  state.layers.resize(static_cast<size_t>(config.num_layers));
+std::vector<LayerState> make_layer_states(const ModelConfig& config) {
+  std::vector<LayerState> layers(static_cast<size_t>(config.num_layers));
   for (int64_t l = 0; l < config.num_layers; ++l) {
-    LayerState& layer = state.layers[l];
+    LayerState& layer = layers[l];
     const AttentionType type = config.layer_types.at(l);
     if (type == AttentionType::kSliding) continue;
     const bool csa = type == AttentionType::kCompressedSparse;
     layer.compressor = make_compressor_state(config.compress_rates.at(l), config.head_dim, csa);
     if (csa) layer.indexer = make_compressor_state(config.compress_rates.at(l), config.index_head_dim, true);
   }
-  return state;
+  return layers;
 }
 
 }  // namespace megamoe::dsv4

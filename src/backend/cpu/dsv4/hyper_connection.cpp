@@ -1,4 +1,4 @@
-#include "model/deepseek_v4/hyper_connection.hpp"
+#include "backend/cpu/dsv4/hyper_connection.hpp"
 
 #include <cmath>
 

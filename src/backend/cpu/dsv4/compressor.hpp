@@ -7,9 +7,9 @@
 
 #include <cstdint>
 
-#include "model/deepseek_v4/rope.hpp"
-#include "model/deepseek_v4/state.hpp"
-#include "model/deepseek_v4/weights.hpp"
+#include "backend/cpu/dsv4/rope.hpp"
+#include "backend/cpu/dsv4/state.hpp"
+#include "backend/cpu/dsv4/weights.hpp"
 
 namespace megamoe::dsv4 {
 

@@ -1,4 +1,4 @@
-#include "model/deepseek_v4/compressor.hpp"
+#include "backend/cpu/dsv4/compressor.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "model/deepseek_v4/weights.hpp"
+#include "backend/cpu/dsv4/weights.hpp"
 
 #include <cstring>
 #include <string>

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/deepseek_v4/weights.hpp"
+#include "backend/cpu/dsv4/weights.hpp"
 
 namespace megamoe::dsv4 {
 

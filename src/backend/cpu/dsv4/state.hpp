@@ -1,6 +1,6 @@
 // Per-sequence decoding state, exactly the cache of dsv4-architecture.md §9.1.
 // Nothing else is cached: queries, indexer queries, mHC weights and MoE are
-// per token. A state is advanced by Model::forward over any number of tokens
+// per token. A state is advanced by the CPU backend's ops over any number of tokens
 // (full prefill, a prefill chunk continuing from the cache, or one decode
 // token) with identical results.
 #pragma once
@@ -35,12 +35,9 @@ struct LayerState {
   CompressorState indexer;     // CSA only
 };
 
-struct SequenceState {
-  int64_t position = 0;  // tokens processed so far = position of the next token
-  std::vector<LayerState> layers;
-};
 
-SequenceState make_sequence_state(const ModelConfig& config);
+// The fresh per-layer state of one sequence.
+std::vector<LayerState> make_layer_states(const ModelConfig& config);
 CompressorState make_compressor_state(int64_t rate, int64_t width, bool overlap);
 
 }  // namespace megamoe::dsv4

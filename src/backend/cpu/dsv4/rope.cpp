@@ -1,4 +1,4 @@
-#include "model/deepseek_v4/rope.hpp"
+#include "backend/cpu/dsv4/rope.hpp"
 
 #include <algorithm>
 #include <cmath>

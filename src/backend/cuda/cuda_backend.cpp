@@ -1,0 +1,622 @@
+#include "backend/cuda/cuda_backend.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+
+#include "backend/cpu/dsv4/rope.hpp"
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/cuda_weights.hpp"
+#include "backend/cuda/device.hpp"
+#include "core/checkpoint.hpp"
+#include "core/error.hpp"
+#include "kernels/attention/attention_params.hpp"
+#include "kernels/mhc/mhc_params.hpp"
+#include "kernels/moe/dense_moe_params.hpp"
+#include "kernels/norm/norm_params.hpp"
+#include "kernels/sample/sample_params.hpp"
+
+namespace megamoe::cuda {
+namespace {
+
+// Device buffers recycled by size: freed tensors go back to a free list, so a
+// step allocates nothing once every size it uses has been seen. All work runs
+// on one stream, so a buffer freed by the host can be reused by later work.
+class Arena {
+ public:
+  ~Arena() {
+    for (auto& [bytes, list] : free_)
+      for (void* p : list) cudaFree(p);
+  }
+  std::shared_ptr<void> get(size_t bytes) {
+    bytes = round_up(std::max<size_t>(bytes, 256));
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto& list = free_[bytes];
+      if (!list.empty()) {
+        p = list.back();
+        list.pop_back();
+      }
+    }
+    if (p == nullptr) MEGAMOE_CUDA_CHECK(cudaMalloc(&p, bytes));
+    return std::shared_ptr<void>(p, [this, bytes](void* q) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      free_[bytes].push_back(q);
+    });
+  }
+
+ private:
+  static size_t round_up(size_t n) {  // powers of two and their halves: < 33% waste
+    size_t p = 256;
+    while (p < n) p <<= 1;
+    return (p / 4) * 3 >= n ? (p / 4) * 3 : p;
+  }
+  std::mutex mutex_;
+  std::map<size_t, std::vector<void*>> free_;
+};
+
+// Per-layer state pools for all slots (kernels/attention/attention_params.hpp).
+struct LayerPools {
+  DeviceBuffer window;
+  kernels::CompressorPools compressor{}, indexer{};
+  DeviceBuffer c_buf_kv, c_buf_gate, c_ov_kv, c_ov_gate, c_entries;
+  DeviceBuffer i_buf_kv, i_buf_gate, i_ov_kv, i_ov_gate, i_entries;
+};
+
+struct SlotPool {
+  std::mutex mutex;
+  std::vector<bool> used;
+};
+
+class CudaCache : public SequenceCache {
+ public:
+  CudaCache(std::shared_ptr<SlotPool> pool, int slot) : pool_(std::move(pool)), slot_(slot) {}
+  ~CudaCache() override {
+    std::lock_guard<std::mutex> lock(pool_->mutex);
+    pool_->used[slot_] = false;
+  }
+  int slot() const { return slot_; }
+
+ private:
+  std::shared_ptr<SlotPool> pool_;
+  int slot_;
+};
+
+class CudaPlan : public StepPlan {
+ public:
+  kernels::StepMeta meta;
+  std::shared_ptr<void> storage;  // the device copy of the arrays meta points into
+  std::map<int, std::pair<int, const int32_t*>> windows;  // rate -> (count, device [2, count]: seq, index)
+};
+
+const float* f32(const DeviceBuffer& b) { return b.as<float>(); }
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(const Checkpoint& checkpoint, const BackendOptions& options)
+      : config_(checkpoint.config()), options_(options) {
+    const ModelConfig& c = config_;
+    if (options_.max_context <= 0) {
+      options_.max_context = std::min<int64_t>(c.max_position_embeddings > 0 ? c.max_position_embeddings : 65536, 65536);
+    }
+    if (options_.max_step_rows <= 0) options_.max_step_rows = options_.max_context;
+    MEGAMOE_CHECK(options_.max_sequences > 0 && options_.max_sequences <= 4096, "cuda: max_sequences ",
+                  options_.max_sequences, " must be in [1, 4096]");
+    MEGAMOE_CHECK(options_.max_step_rows <= (int64_t{1} << 24), "cuda: max_step_rows too large");
+    MEGAMOE_CUDA_CHECK(cudaGetDevice(&device_));
+    describe_ = "cuda: " + describe_device(device_);
+    model_ = load_device_model(checkpoint, options_.max_step_rows, options_.progress);
+    allocate_pools();
+    dsv4::RopeTable main(c.rope_main, c.rope_head_dim), compress(c.rope_compress, c.rope_head_dim);
+    omega_main_ = upload_floats(main.frequencies());
+    omega_compress_ = upload_floats(compress.frequencies());
+    slots_ = std::make_shared<SlotPool>();
+    slots_->used.assign(static_cast<size_t>(options_.max_sequences), false);
+    error_flag_ = DeviceBuffer(sizeof(int32_t));
+    MEGAMOE_CUDA_CHECK(cudaMemset(error_flag_.get(), 0, sizeof(int32_t)));
+    sample_workspace_bytes_ = kernels::sample_workspace_bytes(static_cast<int>(options_.max_sequences),
+                                                              static_cast<int>(c.vocab_size));
+    sample_workspace_ = DeviceBuffer(sample_workspace_bytes_);
+    MEGAMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  std::string describe() const override { return describe_; }
+  const ModelConfig& config() const override { return config_; }
+  const BackendOptions& options() const override { return options_; }
+
+  DeviceTensor empty(DType dtype, Shape shape) override {
+    MEGAMOE_CHECK(dtype == DType::F32 || dtype == DType::I32, "cuda backend: activations are fp32 or int32");
+    const int64_t n = shape_numel(shape);
+    return DeviceTensor(arena_.get(static_cast<size_t>(n) * 4), dtype, std::move(shape));
+  }
+
+  DeviceTensor upload_ids(std::span<const int32_t> ids) override {
+    DeviceTensor t = empty(DType::I32, {static_cast<int64_t>(ids.size())});
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(t.data<int32_t>(), ids.data(), ids.size_bytes(), cudaMemcpyHostToDevice,
+                                       stream_.get()));
+    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // ids is pageable host memory
+    return t;
+  }
+
+  std::vector<float> download(const DeviceTensor& t) override {
+    MEGAMOE_CHECK(t.dtype() == DType::F32, "download: only fp32 tensors");
+    std::vector<float> out(static_cast<size_t>(t.numel()));
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), t.data<float>(), out.size() * 4, cudaMemcpyDeviceToHost,
+                                       stream_.get()));
+    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    check_error_flag();
+    return out;
+  }
+
+  std::unique_ptr<SequenceCache> new_cache() override {
+    int slot = -1;
+    {
+      std::lock_guard<std::mutex> lock(slots_->mutex);
+      for (size_t i = 0; i < slots_->used.size(); ++i)
+        if (!slots_->used[i]) {
+          slots_->used[i] = true;
+          slot = static_cast<int>(i);
+          break;
+        }
+    }
+    MEGAMOE_CHECK(slot >= 0, "cuda: all ", options_.max_sequences, " sequence slots are in use (max_sequences)");
+    reset_slot(slot);
+    return std::make_unique<CudaCache>(slots_, slot);
+  }
+
+  std::unique_ptr<StepPlan> plan(std::vector<StepSequence> sequences) override {
+    auto plan = std::make_unique<CudaPlan>();
+    std::vector<int32_t> row_seq, row_pos, seq_slot, seq_pos0, seq_tokens, seq_row0;
+    int64_t rows = 0;
+    for (size_t b = 0; b < sequences.size(); ++b) {
+      const StepSequence& s = sequences[b];
+      const auto* cache = dynamic_cast<const CudaCache*>(s.cache);
+      MEGAMOE_CHECK(cache != nullptr, "cuda backend: a sequence's cache is not a CUDA cache");
+      MEGAMOE_CHECK(s.tokens > 0, "step: a sequence with no tokens");
+      MEGAMOE_CHECK(s.pos0 + s.tokens <= options_.max_context, "cuda: the context of ", s.pos0 + s.tokens,
+                    " tokens exceeds the configured maximum of ", options_.max_context, " (max_context)");
+      seq_slot.push_back(cache->slot());
+      seq_pos0.push_back(static_cast<int32_t>(s.pos0));
+      seq_tokens.push_back(static_cast<int32_t>(s.tokens));
+      seq_row0.push_back(static_cast<int32_t>(rows));
+      for (int64_t t = 0; t < s.tokens; ++t) {
+        row_seq.push_back(static_cast<int32_t>(b));
+        row_pos.push_back(static_cast<int32_t>(s.pos0 + t));
+        plan->row_pos.push_back(s.pos0 + t);
+      }
+      rows += s.tokens;
+    }
+    MEGAMOE_CHECK(rows <= options_.max_step_rows, "cuda: a step of ", rows, " rows exceeds max_step_rows = ",
+                  options_.max_step_rows);
+    // Windows closing this step, per compressor rate.
+    std::map<int, std::vector<int32_t>> window_seq, window_index;
+    for (int64_t rate : config_.compress_rates) {
+      if (rate <= 0 || window_seq.count(static_cast<int>(rate))) continue;
+      auto& ws = window_seq[static_cast<int>(rate)];
+      auto& wi = window_index[static_cast<int>(rate)];
+      for (size_t b = 0; b < sequences.size(); ++b) {
+        const int64_t pos0 = sequences[b].pos0, end = pos0 + sequences[b].tokens;
+        for (int64_t w = pos0 / rate; (w + 1) * rate <= end; ++w) {
+          if ((w + 1) * rate - 1 < pos0) continue;
+          ws.push_back(static_cast<int32_t>(b));
+          wi.push_back(static_cast<int32_t>(w));
+        }
+      }
+    }
+    // One upload of everything: row_seq, row_pos, then per-sequence arrays, then window lists.
+    std::vector<int32_t> host;
+    auto append = [&](const std::vector<int32_t>& v) {
+      const size_t at = host.size();
+      host.insert(host.end(), v.begin(), v.end());
+      return at;
+    };
+    const size_t o_seq = append(row_seq), o_pos = append(row_pos), o_slot = append(seq_slot), o_pos0 = append(seq_pos0),
+                 o_tok = append(seq_tokens), o_row0 = append(seq_row0);
+    std::map<int, size_t> o_win;
+    for (auto& [rate, ws] : window_seq) {
+      o_win[rate] = append(ws);
+      append(window_index[rate]);
+    }
+    plan->storage = arena_.get(host.size() * 4);
+    int32_t* base = static_cast<int32_t*>(plan->storage.get());
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(base, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_.get()));
+    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // host vector is pageable and local
+    kernels::StepMeta& m = plan->meta;
+    m.rows = static_cast<int>(rows);
+    m.batch = static_cast<int>(sequences.size());
+    m.row_seq = base + o_seq, m.row_pos = base + o_pos;
+    m.seq_slot = base + o_slot, m.seq_pos0 = base + o_pos0, m.seq_tokens = base + o_tok, m.seq_row0 = base + o_row0;
+    for (auto& [rate, at] : o_win) plan->windows[rate] = {static_cast<int>(window_seq[rate].size()), base + at};
+    plan->sequences = std::move(sequences);
+    return plan;
+  }
+
+  void embed(const DeviceTensor& ids, DeviceTensor& streams) override {
+    kernels::EmbedParams p;
+    p.tokens = static_cast<int>(ids.numel());
+    p.streams = static_cast<int>(config_.hc_mult);
+    p.hidden = static_cast<int>(config_.hidden_size);
+    p.vocab = static_cast<int>(config_.vocab_size);
+    p.table_bf16 = model_.embed.view.format == kernels::LinearFormat::kBf16;
+    p.table = model_.embed.view.w;
+    p.ids = ids.data<int32_t>();
+    p.x = streams.data<float>();
+    p.error_flag = error_flag_.as<int32_t>();
+    kernels::launch_embed(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void hc_pre(int64_t layer, HcSite site, const DeviceTensor& streams, DeviceTensor& u, DeviceTensor& mix) override {
+    const DeviceLayer& w = model_.layers.at(layer);
+    const DeviceHc& hc = site == HcSite::kAttention ? w.attn_hc : w.ffn_hc;
+    kernels::HcPreParams p;
+    p.streams = static_cast<int>(config_.hc_mult);
+    p.hidden = static_cast<int>(config_.hidden_size);
+    p.tokens = static_cast<int>(streams.numel() / (p.streams * p.hidden));
+    p.sinkhorn_iters = static_cast<int>(config_.hc_sinkhorn_iters);
+    p.hc_eps = static_cast<float>(config_.hc_eps);
+    p.rms_eps = static_cast<float>(config_.rms_norm_eps);
+    p.x = streams.data<float>();
+    p.fn = f32(hc.fn), p.base = f32(hc.base), p.scale = f32(hc.scale);
+    p.norm = f32(site == HcSite::kAttention ? w.input_norm : w.post_attention_norm);
+    p.u = u.data<float>();
+    p.mix = mix.data<float>();
+    kernels::launch_hc_pre(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void hc_post(DeviceTensor& streams, const DeviceTensor& y, const DeviceTensor& mix) override {
+    kernels::HcPostParams p;
+    p.streams = static_cast<int>(config_.hc_mult);
+    p.hidden = static_cast<int>(config_.hidden_size);
+    p.tokens = static_cast<int>(streams.numel() / (p.streams * p.hidden));
+    p.x = streams.data<float>();
+    p.y = y.data<float>();
+    p.mix = mix.data<float>();
+    kernels::launch_hc_post(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void hc_head(const DeviceTensor& streams, std::span<const int64_t> rows, DeviceTensor& h) override {
+    const int64_t row_bytes = config_.hc_mult * config_.hidden_size * 4;
+    // Gather the rows (contiguous runs in one copy each), then collapse them.
+    DeviceTensor gathered = empty(DType::F32, {static_cast<int64_t>(rows.size()), config_.hc_mult, config_.hidden_size});
+    for (size_t i = 0; i < rows.size();) {
+      size_t j = i + 1;
+      while (j < rows.size() && rows[j] == rows[j - 1] + 1) ++j;
+      MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(gathered.data<void>()) + i * row_bytes,
+                                         static_cast<const char*>(streams.data<void>()) + rows[i] * row_bytes,
+                                         (j - i) * row_bytes, cudaMemcpyDeviceToDevice, stream()));
+      i = j;
+    }
+    kernels::HcHeadParams p;
+    p.tokens = static_cast<int>(rows.size());
+    p.streams = static_cast<int>(config_.hc_mult);
+    p.hidden = static_cast<int>(config_.hidden_size);
+    p.first = 0;
+    p.hc_eps = static_cast<float>(config_.hc_eps);
+    p.rms_eps = static_cast<float>(config_.rms_norm_eps);
+    p.x = gathered.data<float>();
+    p.fn = f32(model_.hc_head.fn), p.base = f32(model_.hc_head.base), p.scale = f32(model_.hc_head.scale);
+    p.h = h.data<float>();
+    kernels::launch_hc_head(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void linear(LinearKey key, const DeviceTensor& x, DeviceTensor& y) override {
+    const DeviceLinear& w = linear_weight(key);
+    kernels::LinearParams p;
+    p.weight = w.view;
+    p.groups = key.role == LinearRole::kOa ? static_cast<int>(config_.o_groups) : 1;
+    const int64_t in = static_cast<int64_t>(w.view.in) * p.groups;
+    MEGAMOE_CHECK(x.numel() % in == 0, "linear: input of ", x.numel(), " values is not rows of ", in);
+    const int64_t rows = x.numel() / in;
+    MEGAMOE_CHECK(y.numel() == rows * w.view.out, "linear: output of ", y.numel(), " values, expected ", rows, " x ",
+                  w.view.out);
+    p.tokens = static_cast<int>(rows);
+    p.x = x.data<float>();
+    p.ldx = static_cast<int>(in);
+    p.y = y.data<float>();
+    p.ldy = w.view.out;
+    kernels::launch_linear(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void rms_norm(DeviceTensor& x, int64_t width, NormKey key) override {
+    kernels::RmsNormParams p;
+    p.rows = static_cast<int>(x.numel() / width);
+    p.groups = 1;
+    p.width = static_cast<int>(width);
+    p.eps = static_cast<float>(config_.rms_norm_eps);
+    p.x = x.data<float>();
+    p.weight = norm_weight(key);
+    kernels::launch_rms_norm(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void rope(const StepPlan& step, DeviceTensor& x, int64_t heads, RopeTableKind table, bool inverse) override {
+    const auto& plan = static_cast<const CudaPlan&>(step);
+    kernels::RopeParams p;
+    p.rows = plan.meta.rows;
+    p.heads = static_cast<int>(heads);
+    p.dim = static_cast<int>(x.numel() / (plan.rows() * heads));
+    p.rope_dim = static_cast<int>(config_.rope_head_dim);
+    p.inverse = inverse;
+    p.x = x.data<float>();
+    p.omega = f32(table == RopeTableKind::kMain ? omega_main_ : omega_compress_);
+    p.row_pos = plan.meta.row_pos;
+    kernels::launch_rope(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void compressor(const StepPlan& step, int64_t layer, CompressorKind which, const DeviceTensor& kv,
+                  const DeviceTensor& gate) override {
+    const auto& plan = static_cast<const CudaPlan&>(step);
+    const DeviceLayer& w = model_.layers.at(layer);
+    const std::optional<DeviceCompressor>& c = which == CompressorKind::kMain ? w.compressor : w.indexer;
+    MEGAMOE_CHECK(c.has_value(), "layer ", layer, " has no such compressor");
+    kernels::CompressorParams p;
+    p.step = plan.meta;
+    p.pools = which == CompressorKind::kMain ? pools_.at(layer).compressor : pools_.at(layer).indexer;
+    p.kv = kv.data<float>();
+    p.gate = gate.data<float>();
+    p.position_bias = f32(c->position_bias);
+    p.norm = f32(c->norm);
+    p.rms_eps = static_cast<float>(config_.rms_norm_eps);
+    p.omega = f32(omega_compress_);
+    p.rope_dim = static_cast<int>(config_.rope_head_dim);
+    const auto& win = plan.windows.at(c->rate);
+    p.windows = win.first;
+    p.window_seq = win.second;
+    p.window_index = win.second + win.first;
+    kernels::launch_compressor(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void indexer_topk(const StepPlan& step, int64_t layer, const DeviceTensor& q, const DeviceTensor& head_w,
+                    DeviceTensor& selected) override {
+    const auto& plan = static_cast<const CudaPlan&>(step);
+    kernels::IndexerParams p;
+    p.step = plan.meta;
+    p.heads = static_cast<int>(config_.index_n_heads);
+    p.dim = static_cast<int>(config_.index_head_dim);
+    p.rate = static_cast<int>(config_.compress_rates.at(layer));
+    p.top_k = static_cast<int>(config_.index_topk);
+    p.max_entries = pools_.at(layer).indexer.max_entries;
+    p.q = q.data<float>();
+    p.head_w = head_w.data<float>();
+    p.entries = pools_.at(layer).indexer.entries;
+    p.selected = selected.data<int32_t>();
+    kernels::launch_indexer(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void attention(const StepPlan& step, int64_t layer, const DeviceTensor& q, const DeviceTensor& kv,
+                 const DeviceTensor& selected, DeviceTensor& out) override {
+    const auto& plan = static_cast<const CudaPlan&>(step);
+    const DeviceLayer& w = model_.layers.at(layer);
+    LayerPools& pools = pools_.at(layer);
+    kernels::AttentionParams p;
+    p.step = plan.meta;
+    p.heads = static_cast<int>(config_.num_heads);
+    p.head_dim = static_cast<int>(config_.head_dim);
+    p.window = static_cast<int>(config_.sliding_window);
+    p.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+    p.q = q.data<float>();
+    p.kv = kv.data<float>();
+    p.window_pool = pools.window.as<float>();
+    p.sinks = f32(w.sinks);
+    if (w.compressor) {
+      p.entries = pools.compressor.entries;
+      p.max_entries = pools.compressor.max_entries;
+      p.rate = w.compressor->rate;
+    }
+    if (w.indexer) {
+      p.selected = selected.data<int32_t>();
+      p.top_k = static_cast<int>(config_.index_topk);
+    }
+    p.out = out.data<float>();
+    kernels::launch_attention(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+    kernels::WindowUpdateParams u;
+    u.step = plan.meta;
+    u.head_dim = p.head_dim;
+    u.window = p.window;
+    u.kv = p.kv;
+    u.window_pool = p.window_pool;
+    kernels::launch_window_update(u, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  void moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& ids, DeviceTensor& y) override {
+    const DeviceLayer& w = model_.layers.at(layer);
+    const int tokens = static_cast<int>(ids.numel());
+    if (w.moe) {
+      // The FP4 op reads bf16 activations.
+      std::shared_ptr<void> xb = arena_.get(static_cast<size_t>(x.numel()) * 2);
+      kernels::ToBf16Params c;
+      c.n = x.numel();
+      c.x = x.data<float>();
+      c.y = static_cast<uint16_t*>(xb.get());
+      kernels::launch_to_bf16(c, stream());
+      MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+      w.moe->forward(static_cast<const uint16_t*>(xb.get()), w.hashed ? ids.data<int32_t>() : nullptr, tokens, nullptr,
+                     y.data<float>(), stream());
+      return;
+    }
+    const DenseMoeWeights& d = *w.dense_moe;
+    kernels::DenseMoeParams p;
+    p.tokens = tokens;
+    p.hidden = static_cast<int>(config_.hidden_size);
+    p.intermediate = static_cast<int>(config_.moe_intermediate_size);
+    p.experts = static_cast<int>(config_.n_routed_experts);
+    p.top_k = static_cast<int>(config_.num_experts_per_tok);
+    p.shared_inter = static_cast<int>(config_.n_shared_experts * config_.moe_intermediate_size);
+    p.vocab = static_cast<int>(config_.vocab_size);
+    p.routed_scaling = static_cast<float>(config_.routed_scaling_factor);
+    p.swiglu_limit = static_cast<float>(config_.swiglu_limit);
+    p.x = x.data<float>();
+    p.token_ids = ids.data<int32_t>();
+    p.gate = f32(d.gate);
+    p.bias = w.hashed ? nullptr : f32(d.bias);
+    p.tid2eid = w.hashed ? d.tid2eid.as<int32_t>() : nullptr;
+    p.w1 = f32(d.w1), p.w3 = f32(d.w3), p.w2 = f32(d.w2);
+    if (p.shared_inter > 0) p.shared_w1 = f32(d.shared_w1), p.shared_w3 = f32(d.shared_w3), p.shared_w2 = f32(d.shared_w2);
+    p.y = y.data<float>();
+    p.error_flag = error_flag_.as<int32_t>();
+    kernels::launch_dense_moe(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+  }
+
+  std::vector<int32_t> sample(const DeviceTensor& logits, std::span<const SampleRequest> rows) override {
+    const int n = static_cast<int>(rows.size());
+    MEGAMOE_CHECK(n <= options_.max_sequences, "sample: ", n, " rows, the sampler is sized for max_sequences = ",
+                  options_.max_sequences);
+    MEGAMOE_CHECK(logits.numel() == static_cast<int64_t>(n) * config_.vocab_size, "sample: logits shape ",
+                  shape_str(logits.shape()));
+    std::vector<kernels::SampleRow> host(rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      host[r].temperature = static_cast<float>(rows[r].temperature);
+      host[r].top_k = static_cast<int>(std::min<int64_t>(rows[r].top_k, config_.vocab_size));
+      host[r].top_p = static_cast<float>(rows[r].top_p);
+      host[r].u01 = rows[r].u01;
+    }
+    std::shared_ptr<void> params = arena_.get(host.size() * sizeof(kernels::SampleRow));
+    std::shared_ptr<void> ids = arena_.get(host.size() * 4);
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(params.get(), host.data(), host.size() * sizeof(kernels::SampleRow),
+                                       cudaMemcpyHostToDevice, stream()));
+    kernels::SampleParams p;
+    p.rows = n;
+    p.vocab = static_cast<int>(config_.vocab_size);
+    p.logits = logits.data<float>();
+    p.row_params = static_cast<const kernels::SampleRow*>(params.get());
+    p.ids = static_cast<int32_t*>(ids.get());
+    p.workspace = sample_workspace_.get();
+    p.workspace_bytes = sample_workspace_bytes_;
+    kernels::launch_sample(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+    std::vector<int32_t> out(rows.size());
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), ids.get(), out.size() * 4, cudaMemcpyDeviceToHost, stream()));
+    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return out;
+  }
+
+ private:
+  cudaStream_t stream() const { return stream_.get(); }
+
+  DeviceBuffer upload_floats(const std::vector<float>& v) {
+    DeviceBuffer b(std::max<size_t>(v.size(), 1) * 4);
+    if (!v.empty()) b.upload(v.data(), v.size() * 4);
+    return b;
+  }
+
+  const DeviceLinear& linear_weight(LinearKey key) const {
+    if (key.role == LinearRole::kLmHead) return model_.lm_head;
+    const DeviceLayer& w = model_.layers.at(key.layer);
+    auto need = [&](bool present) { MEGAMOE_CHECK(present, "layer ", key.layer, " has no such linear weight"); };
+    switch (key.role) {
+      case LinearRole::kQa: return w.q_a;
+      case LinearRole::kQb: return w.q_b;
+      case LinearRole::kKv: return w.kv;
+      case LinearRole::kOa: return w.o_a;
+      case LinearRole::kOb: return w.o_b;
+      case LinearRole::kCompressorKv: need(w.compressor.has_value()); return w.compressor->kv;
+      case LinearRole::kCompressorGate: need(w.compressor.has_value()); return w.compressor->gate;
+      case LinearRole::kIndexerKv: need(w.indexer.has_value()); return w.indexer->kv;
+      case LinearRole::kIndexerGate: need(w.indexer.has_value()); return w.indexer->gate;
+      case LinearRole::kIndexerQb: need(w.indexer.has_value()); return w.indexer_q_b;
+      case LinearRole::kIndexerWeights: need(w.indexer.has_value()); return w.indexer_weights;
+      case LinearRole::kLmHead: break;
+    }
+    MEGAMOE_THROW("unknown linear role");
+  }
+
+  const float* norm_weight(NormKey key) const {
+    switch (key.role) {
+      case NormRole::kNone: return nullptr;
+      case NormRole::kInput: return f32(model_.layers.at(key.layer).input_norm);
+      case NormRole::kPostAttention: return f32(model_.layers.at(key.layer).post_attention_norm);
+      case NormRole::kQa: return f32(model_.layers.at(key.layer).q_a_norm);
+      case NormRole::kKv: return f32(model_.layers.at(key.layer).kv_norm);
+      case NormRole::kFinal: return f32(model_.norm);
+    }
+    MEGAMOE_THROW("unknown norm role");
+  }
+
+  void allocate_pools() {
+    const ModelConfig& c = config_;
+    const size_t s = static_cast<size_t>(options_.max_sequences);
+    pools_.resize(static_cast<size_t>(c.num_layers));
+    auto make = [&](kernels::CompressorPools& p, int rate, int width, bool overlap, DeviceBuffer& kv, DeviceBuffer& gate,
+                    DeviceBuffer& ovk, DeviceBuffer& ovg, DeviceBuffer& entries) {
+      const size_t cw = static_cast<size_t>((overlap ? 2 : 1) * width);
+      p.rate = rate, p.width = width, p.overlap = overlap;
+      p.max_entries = static_cast<int>(options_.max_context / rate + 1);
+      kv = DeviceBuffer(s * rate * cw * 4), gate = DeviceBuffer(s * rate * cw * 4);
+      if (overlap) ovk = DeviceBuffer(s * rate * width * 4), ovg = DeviceBuffer(s * rate * width * 4);
+      entries = DeviceBuffer(s * p.max_entries * width * 4);
+      p.buf_kv = kv.as<float>(), p.buf_gate = gate.as<float>();
+      p.ov_kv = overlap ? ovk.as<float>() : nullptr, p.ov_gate = overlap ? ovg.as<float>() : nullptr;
+      p.entries = entries.as<float>();
+    };
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      LayerPools& p = pools_[l];
+      p.window = DeviceBuffer(s * c.sliding_window * c.head_dim * 4);
+      const AttentionType type = c.layer_types.at(l);
+      if (type == AttentionType::kSliding) continue;
+      const bool csa = type == AttentionType::kCompressedSparse;
+      const int rate = static_cast<int>(c.compress_rates.at(l));
+      make(p.compressor, rate, static_cast<int>(c.head_dim), csa, p.c_buf_kv, p.c_buf_gate, p.c_ov_kv, p.c_ov_gate,
+           p.c_entries);
+      if (csa)
+        make(p.indexer, rate, static_cast<int>(c.index_head_dim), true, p.i_buf_kv, p.i_buf_gate, p.i_ov_kv, p.i_ov_gate,
+             p.i_entries);
+    }
+  }
+
+  // A fresh slot: overlap keys 0 and gates -inf (weight 0); the rest is read
+  // only where positions say it was written.
+  void reset_slot(int slot) {
+    for (const LayerPools& p : pools_) {
+      for (const kernels::CompressorPools* c : {&p.compressor, &p.indexer}) {
+        if (c->ov_kv == nullptr) continue;
+        const size_t n = static_cast<size_t>(c->rate) * c->width;
+        const std::vector<float> zeros(n, 0.f), minus_inf(n, -INFINITY);
+        MEGAMOE_CUDA_CHECK(cudaMemcpy(c->ov_kv + slot * n, zeros.data(), n * 4, cudaMemcpyHostToDevice));
+        MEGAMOE_CUDA_CHECK(cudaMemcpy(c->ov_gate + slot * n, minus_inf.data(), n * 4, cudaMemcpyHostToDevice));
+      }
+    }
+  }
+
+  void check_error_flag() {
+    int32_t flag = 0;
+    MEGAMOE_CUDA_CHECK(cudaMemcpy(&flag, error_flag_.get(), 4, cudaMemcpyDeviceToHost));
+    if (flag != 0) {
+      MEGAMOE_CUDA_CHECK(cudaMemset(error_flag_.get(), 0, 4));
+      MEGAMOE_THROW("cuda: a kernel saw a token id or routing table entry out of range");
+    }
+  }
+
+  ModelConfig config_;
+  BackendOptions options_;
+  int device_ = 0;
+  std::string describe_;
+  Stream stream_;
+  Arena arena_;
+  DeviceModel model_;
+  std::vector<LayerPools> pools_;
+  DeviceBuffer omega_main_, omega_compress_, error_flag_, sample_workspace_;
+  size_t sample_workspace_bytes_ = 0;
+  std::shared_ptr<SlotPool> slots_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const Checkpoint& checkpoint, const BackendOptions& options) {
+  return std::make_unique<CudaBackend>(checkpoint, options);
+}
+
+}  // namespace megamoe::cuda

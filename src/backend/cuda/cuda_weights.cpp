@@ -1,0 +1,340 @@
+#include "backend/cuda/cuda_weights.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "backend/cpu/load.hpp"
+#include "backend/cuda/cuda_check.hpp"
+#include "core/error.hpp"
+#include "core/float_formats.hpp"
+
+namespace megamoe::cuda {
+namespace {
+
+std::vector<uint8_t> raw_bytes(const TensorView& v) {
+  std::vector<uint8_t> out(v.nbytes);
+  std::memcpy(out.data(), v.data, v.nbytes);
+  return out;
+}
+
+template <typename T>
+DeviceBuffer upload_vector(const std::vector<T>& host) {
+  DeviceBuffer buf(host.size() * sizeof(T));
+  if (!host.empty()) buf.upload(host.data(), host.size() * sizeof(T));
+  return buf;
+}
+
+std::vector<float> f32_of(const TensorView& v) {
+  const Tensor t = cpu::to_f32(v);
+  return {t.data<float>(), t.data<float>() + t.numel()};
+}
+
+std::vector<uint16_t> bf16_of(const TensorView& v) {
+  std::vector<uint16_t> out(static_cast<size_t>(v.numel()));
+  if (v.dtype == DType::BF16) {
+    std::memcpy(out.data(), v.data, out.size() * 2);
+  } else {
+    const std::vector<float> f = f32_of(v);
+    for (size_t i = 0; i < f.size(); ++i) out[i] = f32_to_bf16(f[i]);  // F32 gates of the tiny fixtures
+  }
+  return out;
+}
+
+class Loader {
+ public:
+  Loader(const Checkpoint& ckpt, int64_t max_tokens, bool progress)
+      : ckpt_(ckpt), cfg_(ckpt.config()), max_tokens_(max_tokens), progress_(progress) {}
+
+  DeviceModel load() {
+    check_fits();
+    const auto start = std::chrono::steady_clock::now();
+    const int64_t d = cfg_.hidden_size, v = cfg_.vocab_size, nc = cfg_.hc_mult;
+    MEGAMOE_CHECK(cfg_.scoring_func == "sqrtsoftplus", "config: scoring_func '", cfg_.scoring_func,
+                  "' is not supported (only sqrtsoftplus)");
+    DeviceModel m;
+    m.embed = linear(ckpt_.weight("model.embed_tokens", v, d), /*dense_only=*/true);
+    m.hc_head = {dense("model.hc_head.hc_fn", {nc, nc * d}), dense("model.hc_head.hc_base", {nc}),
+                 dense("model.hc_head.hc_scale", {1})};
+    m.norm = dense("model.norm.weight", {d});
+    m.lm_head = linear(ckpt_.weight("lm_head", v, d));
+    for (int64_t l = 0; l < cfg_.num_layers; ++l) {
+      m.layers.push_back(layer(l));
+      report(l + 1, start);
+    }
+    m.bytes = static_cast<double>(uploaded_);
+    if (progress_) std::fputc('\n', stderr);
+    return m;
+  }
+
+ private:
+  // Everything stored in the checkpoint is at most what goes to the device
+  // (FP4/FP8 stay as stored; only small fp32 parameters may widen).
+  void check_fits() const {
+    double needed = 0;
+    for (const auto& [name, view] : ckpt_.tensors()) needed += static_cast<double>(view->nbytes);
+    size_t free_bytes = 0, total = 0;
+    MEGAMOE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+    MEGAMOE_CHECK(needed < 0.95 * static_cast<double>(free_bytes), ckpt_.dir().string(), ": the checkpoint needs about ",
+                  needed / 1e9, " GB of GPU memory, only ", static_cast<double>(free_bytes) / 1e9,
+                  " GB are free on this device");
+  }
+
+  void report(int64_t layers_done, std::chrono::steady_clock::time_point start) const {
+    if (!progress_) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const int width = 30, filled = static_cast<int>(width * layers_done / cfg_.num_layers);
+    std::fprintf(stderr, "\rloading [%.*s%*s] %lld/%lld layers, %.2f GB, %.2f GB/s", filled,
+                 "##############################", width - filled, "", static_cast<long long>(layers_done),
+                 static_cast<long long>(cfg_.num_layers), static_cast<double>(uploaded_) / 1e9,
+                 s > 0 ? static_cast<double>(uploaded_) / 1e9 / s : 0.0);
+  }
+
+  template <typename T>
+  DeviceBuffer put(const std::vector<T>& host) {
+    uploaded_ += host.size() * sizeof(T);
+    return upload_vector(host);
+  }
+
+  DeviceBuffer dense(const std::string& name, const Shape& shape) { return put(f32_of(ckpt_.get(name, shape))); }
+
+  DeviceLinear linear(const WeightRef& ref, bool dense_only = false) {
+    DeviceLinear out;
+    out.view.out = static_cast<int>(ref.out);
+    out.view.in = static_cast<int>(ref.in);
+    if (ref.format == WeightFormat::kDense && ref.weight->dtype == DType::BF16) {
+      out.view.format = kernels::LinearFormat::kBf16;
+      out.w = put(raw_bytes(*ref.weight));
+    } else if (ref.format == WeightFormat::kFp8Block && !dense_only) {
+      out.view.format = kernels::LinearFormat::kFp8Block128;
+      out.w = put(raw_bytes(*ref.weight));
+      MEGAMOE_CHECK(ref.scale != nullptr, ref.name, ": FP8 weight without scales");
+      out.view.scale_e8m0 = ref.scale->dtype == DType::F8_E8M0 || ref.scale->dtype == DType::U8;
+      out.scale = out.view.scale_e8m0 ? put(raw_bytes(*ref.scale)) : put(f32_of(*ref.scale));
+    } else {
+      // F32 / F16 as fp32; an FP4 non-expert linear (not in published checkpoints) is widened.
+      out.view.format = kernels::LinearFormat::kF32;
+      const Tensor t = ref.format == WeightFormat::kDense ? cpu::to_f32(*ref.weight) : cpu::dequantize_weight(ref);
+      out.w = put(std::vector<float>(t.data<float>(), t.data<float>() + t.numel()));
+    }
+    out.view.w = out.w.get();
+    out.view.scale = out.scale.get();
+    return out;
+  }
+
+  DeviceCompressor compressor(const std::string& prefix, int64_t rate, int64_t width, bool overlap) {
+    const int64_t c = overlap ? 2 : 1, d = cfg_.hidden_size;
+    DeviceCompressor w;
+    w.rate = static_cast<int>(rate);
+    w.width = static_cast<int>(width);
+    w.overlap = overlap;
+    w.kv = linear(ckpt_.weight(prefix + "kv_proj", c * width, d));
+    w.gate = linear(ckpt_.weight(prefix + "gate_proj", c * width, d));
+    w.position_bias = dense(prefix + "position_bias", {rate, c * width});
+    w.norm = dense(prefix + "kv_norm.weight", {width});
+    return w;
+  }
+
+  DeviceLayer layer(int64_t l) {
+    const int64_t d = cfg_.hidden_size, h = cfg_.num_heads, dh = cfg_.head_dim, rq = cfg_.q_lora_rank;
+    const int64_t g = cfg_.o_groups, ro = cfg_.o_lora_rank, nc = cfg_.hc_mult, mix = (2 + nc) * nc;
+    MEGAMOE_CHECK(g > 0 && h % g == 0, "config: num_attention_heads ", h, " is not a multiple of o_groups ", g);
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    DeviceLayer w;
+    w.type = cfg_.layer_types.at(l);
+    w.attn_hc = {dense(p + "attn_hc.fn", {mix, nc * d}), dense(p + "attn_hc.base", {mix}), dense(p + "attn_hc.scale", {3})};
+    w.ffn_hc = {dense(p + "ffn_hc.fn", {mix, nc * d}), dense(p + "ffn_hc.base", {mix}), dense(p + "ffn_hc.scale", {3})};
+    w.input_norm = dense(p + "input_layernorm.weight", {d});
+    w.post_attention_norm = dense(p + "post_attention_layernorm.weight", {d});
+    const std::string a = p + "self_attn.";
+    w.sinks = dense(a + "sinks", {h});
+    w.q_a = linear(ckpt_.weight(a + "q_a_proj", rq, d));
+    w.q_a_norm = dense(a + "q_a_norm.weight", {rq});
+    w.q_b = linear(ckpt_.weight(a + "q_b_proj", h * dh, rq));
+    w.kv = linear(ckpt_.weight(a + "kv_proj", dh, d));
+    w.kv_norm = dense(a + "kv_norm.weight", {dh});
+    w.o_a = linear(ckpt_.weight(a + "o_a_proj", g * ro, h * dh / g));
+    w.o_b = linear(ckpt_.weight(a + "o_b_proj", d, g * ro));
+    const int64_t rate = cfg_.compress_rates.at(l);
+    if (w.type != AttentionType::kSliding) {
+      const bool csa = w.type == AttentionType::kCompressedSparse;
+      w.compressor = compressor(a + "compressor.", rate, dh, csa);
+      if (csa) {
+        const int64_t hi = cfg_.index_n_heads, di = cfg_.index_head_dim;
+        const std::string ip = a + "compressor.indexer.";
+        w.indexer_q_b = linear(ckpt_.weight(ip + "q_b_proj", hi * di, rq));
+        w.indexer_weights = linear(ckpt_.weight(ip + "scorer.weights_proj", hi, d));
+        w.indexer = compressor(ip, rate, di, /*overlap=*/true);
+      }
+    }
+    load_moe(l, p + "mlp.", w);
+    return w;
+  }
+
+  std::vector<int32_t> tid2eid(const std::string& prefix) const {
+    return cpu::to_index_table(ckpt_.get(prefix + "gate.tid2eid", {cfg_.vocab_size, cfg_.num_experts_per_tok}),
+                               cfg_.n_routed_experts);
+  }
+
+  void load_moe(int64_t l, const std::string& prefix, DeviceLayer& w) {
+    const int64_t d = cfg_.hidden_size, e_count = cfg_.n_routed_experts, inter = cfg_.moe_intermediate_size;
+    const int64_t shared = cfg_.n_shared_experts * inter;
+    w.hashed = cfg_.mlp_types.at(l) == MlpType::kHashMoe;
+    const WeightRef gate = ckpt_.weight(prefix + "gate", e_count, d);
+    MEGAMOE_CHECK(gate.format == WeightFormat::kDense, gate.name, ": the router must be stored dense (precision floor)");
+    std::vector<std::array<WeightRef, 3>> experts;
+    for (int64_t e = 0; e < e_count; ++e) {
+      experts.push_back({ckpt_.expert_weight(l, e, "gate_proj"), ckpt_.expert_weight(l, e, "up_proj"),
+                         ckpt_.expert_weight(l, e, "down_proj")});
+      const int64_t shapes[3][2] = {{inter, d}, {inter, d}, {d, inter}};
+      for (int i = 0; i < 3; ++i)
+        MEGAMOE_CHECK(experts[e][i].out == shapes[i][0] && experts[e][i].in == shapes[i][1], experts[e][i].name,
+                      " is [", experts[e][i].out, ", ", experts[e][i].in, "]: expected [", shapes[i][0], ", ",
+                      shapes[i][1], "]");
+    }
+    const WeightFormat format = experts[0][0].format;
+    bool uniform = true;
+    for (const auto& ex : experts)
+      for (const WeightRef& r : ex) uniform = uniform && r.format == format;
+    const bool fp4 = uniform && (format == WeightFormat::kNvfp4 || format == WeightFormat::kMxfp4);
+    const bool widths_ok = d % 64 == 0 && inter % 64 == 0 && shared % 64 == 0 && e_count <= 1024 &&
+                           cfg_.num_experts_per_tok <= 32;
+    std::optional<WeightRef> shared_refs[3];
+    if (shared > 0) {
+      shared_refs[0] = ckpt_.weight(prefix + "shared_experts.gate_proj", shared, d);
+      shared_refs[1] = ckpt_.weight(prefix + "shared_experts.up_proj", shared, d);
+      shared_refs[2] = ckpt_.weight(prefix + "shared_experts.down_proj", d, shared);
+    }
+    if (fp4 && widths_ok) {
+      load_fp4_moe(l, prefix, w, gate, experts, format, shared_refs);
+    } else {
+      load_dense_moe(prefix, w, gate, experts, shared_refs);
+    }
+  }
+
+  void load_fp4_moe(int64_t l, const std::string& prefix, DeviceLayer& w, const WeightRef& gate,
+                    const std::vector<std::array<WeightRef, 3>>& experts, WeightFormat format,
+                    const std::optional<WeightRef> (&shared_refs)[3]) {
+    MoeLayerConfig c;
+    c.hidden = static_cast<int>(cfg_.hidden_size);
+    c.intermediate = static_cast<int>(cfg_.moe_intermediate_size);
+    c.shared_inter = static_cast<int>(cfg_.n_shared_experts * cfg_.moe_intermediate_size);
+    c.experts = static_cast<int>(cfg_.n_routed_experts);
+    c.top_k = static_cast<int>(cfg_.num_experts_per_tok);
+    c.max_tokens = static_cast<int>(max_tokens_);
+    c.routed_scaling = static_cast<float>(cfg_.routed_scaling_factor);
+    c.swiglu_limit = static_cast<float>(cfg_.swiglu_limit);
+    c.format = format == WeightFormat::kNvfp4 ? ExpertFormat::kNvfp4 : ExpertFormat::kMxfp4;
+    // Stack the experts' stored bytes: [E, rows, cols/2] codes, [E, rows, cols/G] scales, [E] globals.
+    std::vector<uint8_t> q[3], s[3];
+    std::vector<float> g[3];
+    for (const auto& ex : experts) {
+      for (int i = 0; i < 3; ++i) {
+        const std::vector<uint8_t> codes = raw_bytes(*ex[i].weight), scales = raw_bytes(*ex[i].scale);
+        q[i].insert(q[i].end(), codes.begin(), codes.end());
+        s[i].insert(s[i].end(), scales.begin(), scales.end());
+        if (format == WeightFormat::kNvfp4) {
+          MEGAMOE_CHECK(ex[i].global_scale != nullptr, ex[i].name, ": NVFP4 weight without weight_scale_2");
+          g[i].push_back(f32_of(*ex[i].global_scale).at(0));
+        }
+      }
+    }
+    std::vector<uint16_t> gate_bf16 = bf16_of(*gate.weight);
+    std::vector<float> bias;
+    std::vector<int32_t> table;
+    if (w.hashed) {
+      table = tid2eid(prefix);
+    } else {
+      bias = f32_of(ckpt_.get(prefix + "gate.e_score_correction_bias", {cfg_.n_routed_experts}));
+    }
+    MoeHostWeights hw;
+    hw.gate = gate_bf16;
+    hw.bias = bias;
+    hw.tid2eid = table;
+    hw.w1 = q[0], hw.w3 = q[1], hw.w2 = q[2];
+    hw.s1 = s[0], hw.s3 = s[1], hw.s2 = s[2];
+    if (format == WeightFormat::kNvfp4) hw.g1 = g[0], hw.g3 = g[1], hw.g2 = g[2];
+    std::vector<uint16_t> sb[3];
+    std::vector<uint8_t> fp8_codes[3], fp8_e8m0[3];
+    std::vector<float> fp8_f32[3];
+    if (shared_refs[0]) {
+      const bool fp8 = shared_refs[0]->format == WeightFormat::kFp8Block;
+      for (int i = 0; i < 3; ++i) {
+        const WeightRef& r = *shared_refs[i];
+        if (fp8) {
+          MEGAMOE_CHECK(r.format == WeightFormat::kFp8Block && r.scale != nullptr, r.name,
+                        ": the shared expert mixes formats");
+          fp8_codes[i] = raw_bytes(*r.weight);
+          if (r.scale->dtype == DType::F32) {
+            fp8_f32[i] = f32_of(*r.scale);
+          } else {
+            fp8_e8m0[i] = raw_bytes(*r.scale);
+          }
+        } else {
+          MEGAMOE_CHECK(r.format == WeightFormat::kDense, r.name, ": shared expert format not supported on cuda");
+          sb[i] = bf16_of(*r.weight);
+        }
+      }
+      if (fp8) {
+        hw.shared_fp8_w1 = {fp8_codes[0], fp8_e8m0[0], fp8_f32[0]};
+        hw.shared_fp8_w3 = {fp8_codes[1], fp8_e8m0[1], fp8_f32[1]};
+        hw.shared_fp8_w2 = {fp8_codes[2], fp8_e8m0[2], fp8_f32[2]};
+      } else {
+        hw.shared_w1 = sb[0], hw.shared_w3 = sb[1], hw.shared_w2 = sb[2];
+      }
+    }
+    for (int i = 0; i < 3; ++i) uploaded_ += q[i].size() + s[i].size() + g[i].size() * 4 + sb[i].size() * 2 + fp8_codes[i].size();
+    w.moe = std::make_unique<MoeLayer>(c, hw);
+    (void)l;
+  }
+
+  void load_dense_moe(const std::string& prefix, DeviceLayer& w, const WeightRef& gate,
+                      const std::vector<std::array<WeightRef, 3>>& experts,
+                      const std::optional<WeightRef> (&shared_refs)[3]) {
+    const double widened = 3.0 * 4.0 * static_cast<double>(experts.size()) *
+                           static_cast<double>(cfg_.hidden_size * cfg_.moe_intermediate_size);
+    MEGAMOE_CHECK(widened < 4e9, prefix, ": routed experts that are not FP4 at widths the FP4 MoE op supports ",
+                  "(hidden, intermediate multiples of 64) run on the dense fallback, which would need ", widened / 1e9,
+                  " GB of fp32 experts per layer; not supported");
+    auto dense_f32 = [](const WeightRef& r) {
+      const Tensor t = cpu::dequantize_weight(r);
+      return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+    };
+    auto d = std::make_unique<DenseMoeWeights>();
+    const Tensor g = cpu::dequantize_weight(gate);
+    d->gate = put(std::vector<float>(g.data<float>(), g.data<float>() + g.numel()));
+    if (w.hashed) {
+      d->tid2eid = put(tid2eid(prefix));
+    } else {
+      d->bias = put(f32_of(ckpt_.get(prefix + "gate.e_score_correction_bias", {cfg_.n_routed_experts})));
+    }
+    std::vector<float> stacked[3];
+    for (const auto& ex : experts)
+      for (int i = 0; i < 3; ++i) {
+        const std::vector<float> v = dense_f32(ex[i]);
+        stacked[i].insert(stacked[i].end(), v.begin(), v.end());
+      }
+    d->w1 = put(stacked[0]), d->w3 = put(stacked[1]), d->w2 = put(stacked[2]);
+    if (shared_refs[0]) {
+      d->shared_w1 = put(dense_f32(*shared_refs[0]));
+      d->shared_w3 = put(dense_f32(*shared_refs[1]));
+      d->shared_w2 = put(dense_f32(*shared_refs[2]));
+    }
+    w.dense_moe = std::move(d);
+  }
+
+  const Checkpoint& ckpt_;
+  const ModelConfig& cfg_;
+  int64_t max_tokens_ = 0;
+  bool progress_ = false;
+  size_t uploaded_ = 0;
+};
+
+}  // namespace
+
+DeviceModel load_device_model(const Checkpoint& checkpoint, int64_t max_tokens, bool progress) {
+  return Loader(checkpoint, max_tokens, progress).load();
+}
+
+}  // namespace megamoe::cuda

@@ -1,0 +1,37 @@
+// make_backend: the one place that knows which backends are built.
+#include <string>
+
+#include "backend/backend.hpp"
+#include "backend/cpu/cpu_backend.hpp"
+#include "core/error.hpp"
+#ifdef MEGAMOE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.hpp"
+#include "backend/cuda/device.hpp"
+#endif
+
+namespace megamoe {
+
+std::string_view device_kind_name(DeviceKind kind) { return kind == DeviceKind::kCpu ? "cpu" : "cuda"; }
+
+DeviceKind parse_device_kind(const std::string& text) {
+  if (text == "cpu") return DeviceKind::kCpu;
+  if (text == "cuda") return DeviceKind::kCuda;
+  MEGAMOE_CHECK(text == "auto", "--device '", text, "' is not one of cpu, cuda, auto");
+#ifdef MEGAMOE_HAVE_CUDA
+  return cuda::device_count() > 0 ? DeviceKind::kCuda : DeviceKind::kCpu;
+#else
+  return DeviceKind::kCpu;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(DeviceKind kind, const Checkpoint& checkpoint, const BackendOptions& options) {
+  if (kind == DeviceKind::kCpu) return std::make_unique<cpu::CpuBackend>(checkpoint, options);
+#ifdef MEGAMOE_HAVE_CUDA
+  MEGAMOE_CHECK(cuda::device_count() > 0, "--device cuda: no CUDA device on this machine");
+  return cuda::make_cuda_backend(checkpoint, options);
+#else
+  MEGAMOE_THROW("--device cuda: this build of megamoe has no CUDA backend (built without nvcc)");
+#endif
+}
+
+}  // namespace megamoe
