@@ -142,7 +142,9 @@ class Backend {
   // ---- memory ----
   virtual DeviceTensor empty(DType dtype, Shape shape) = 0;  // uninitialised
   virtual DeviceTensor upload_ids(std::span<const int32_t> ids) = 0;
+  virtual DeviceTensor upload(std::span<const float> values, Shape shape) = 0;  // tests and tools
   virtual std::vector<float> download(const DeviceTensor& t) = 0;  // fp32 tensors; waits for the device
+  virtual std::vector<int32_t> download_ids(const DeviceTensor& t) = 0;  // int32 tensors
 
   // ---- sequences and steps ----
   virtual std::unique_ptr<SequenceCache> new_cache() = 0;  // throws when every slot is taken

@@ -67,6 +67,19 @@ DeviceTensor CpuBackend::upload_ids(std::span<const int32_t> ids) {
   return t;
 }
 
+DeviceTensor CpuBackend::upload(std::span<const float> values, Shape shape) {
+  MEGAMOE_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()), "upload: ", values.size(),
+                " values for shape ", shape_str(shape));
+  DeviceTensor t = empty(DType::F32, std::move(shape));
+  std::memcpy(t.data<float>(), values.data(), values.size_bytes());
+  return t;
+}
+
+std::vector<int32_t> CpuBackend::download_ids(const DeviceTensor& t) {
+  MEGAMOE_CHECK(t.dtype() == DType::I32, "download_ids: only int32 tensors");
+  return {t.data<int32_t>(), t.data<int32_t>() + t.numel()};
+}
+
 std::vector<float> CpuBackend::download(const DeviceTensor& t) {
   MEGAMOE_CHECK(t.dtype() == DType::F32, "download: only fp32 tensors");
   return {t.data<float>(), t.data<float>() + t.numel()};

@@ -32,7 +32,9 @@ class CpuBackend : public Backend {
 
   DeviceTensor empty(DType dtype, Shape shape) override;
   DeviceTensor upload_ids(std::span<const int32_t> ids) override;
+  DeviceTensor upload(std::span<const float> values, Shape shape) override;
   std::vector<float> download(const DeviceTensor& t) override;
+  std::vector<int32_t> download_ids(const DeviceTensor& t) override;
 
   std::unique_ptr<SequenceCache> new_cache() override;
   std::unique_ptr<StepPlan> plan(std::vector<StepSequence> sequences) override;

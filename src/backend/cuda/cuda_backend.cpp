@@ -141,6 +141,25 @@ class CudaBackend : public Backend {
     return t;
   }
 
+  DeviceTensor upload(std::span<const float> values, Shape shape) override {
+    MEGAMOE_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()), "upload: ", values.size(),
+                  " values for shape ", shape_str(shape));
+    DeviceTensor t = empty(DType::F32, std::move(shape));
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(t.data<float>(), values.data(), values.size_bytes(), cudaMemcpyHostToDevice,
+                                       stream_.get()));
+    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    return t;
+  }
+
+  std::vector<int32_t> download_ids(const DeviceTensor& t) override {
+    MEGAMOE_CHECK(t.dtype() == DType::I32, "download_ids: only int32 tensors");
+    std::vector<int32_t> out(static_cast<size_t>(t.numel()));
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), t.data<int32_t>(), out.size() * 4, cudaMemcpyDeviceToHost,
+                                       stream_.get()));
+    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    return out;
+  }
+
   std::vector<float> download(const DeviceTensor& t) override {
     MEGAMOE_CHECK(t.dtype() == DType::F32, "download: only fp32 tensors");
     std::vector<float> out(static_cast<size_t>(t.numel()));
@@ -426,7 +445,7 @@ class CudaBackend : public Backend {
     u.head_dim = p.head_dim;
     u.window = p.window;
     u.kv = p.kv;
-    u.window_pool = p.window_pool;
+    u.window_pool = pools.window.as<float>();
     kernels::launch_window_update(u, stream());
     MEGAMOE_CUDA_CHECK_LAUNCH(stream());
   }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# On a GPU machine (from the repo root): the CUDA model forward's checks and
+# first timings, in stages (STAGES="build test flash memcheck bench" by default):
+#   build     CUDA build of megamoe and the gpu tests into build-gpu
+#   test      every gpu test (GTEST_FILTER narrows it), gtest output in $OUT/gpu_tests.log
+#   flash     a 2-layer V4-Flash-width synthetic checkpoint (NVFP4 experts), then
+#             the CUDA-vs-CPU test on it and bench-forward (prefill and decode)
+#   memcheck  compute-sanitizer memcheck over a subset of the model tests
+# Exits non-zero if any stage fails, naming the failed stages last.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+STAGES=${STAGES:-build test flash memcheck}
+BUILD=${BUILD_DIR:-build-gpu}
+FLASH_DIR=${FLASH_DIR:-/tmp/megamoe-flash-2l}
+mkdir -p "$OUT"
+failed=()
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/env.txt"
+
+if has build; then
+  if cmake -S . -B "$BUILD" -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
+     cmake --build "$BUILD" -j"$(nproc)" --target test_kernels megamoe >> "$OUT/build.log" 2>&1; then
+    echo "build: ok"
+  else
+    grep -E "error|Error" "$OUT/build.log" | head -40
+    echo "FAILED stages: build"; exit 1
+  fi
+fi
+
+if has test; then
+  timeout 420 "$BUILD/tests/test_kernels" --gtest_filter="${GTEST_FILTER:-*}" > "$OUT/gpu_tests.log" 2>&1
+  rc=$?
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran|^\[ info \]" "$OUT/gpu_tests.log" | tail -60
+  [[ $rc -eq 0 ]] || { grep -B2 -A12 "Failure$\|error:" "$OUT/gpu_tests.log" | head -150; failed+=("test(rc=$rc)"); }
+fi
+
+if has flash; then
+  if [[ ! -f "$FLASH_DIR/config.json" ]]; then
+    "$BUILD/megamoe" make-synthetic --out "$FLASH_DIR" --preset flash --layers 2 --experts nvfp4 || failed+=(make-synthetic)
+  fi
+  MEGAMOE_FLASH_CHECKPOINT=$FLASH_DIR timeout 400 "$BUILD/tests/test_kernels" \
+    --gtest_filter='CudaSyntheticFlash.*' > "$OUT/flash_test.log" 2>&1 || failed+=(flash-test)
+  grep -E "^\[ info \]|OK|FAILED|Failure|Expected|Which is|relative" "$OUT/flash_test.log" | head -20
+  timeout 200 "$BUILD/megamoe" bench-forward --model "$FLASH_DIR" --prefill "${PREFILL:-1024}" --decode 16 \
+    2>&1 | tee "$OUT/bench_forward.log" | grep -v "^loading" || failed+=(bench-forward)
+  timeout 100 "$BUILD/megamoe" bench-forward --model "$FLASH_DIR" --prefill 64 --decode 16 --batch 8 --repeats 2 \
+    2>&1 | tee -a "$OUT/bench_forward.log" | grep -v "^loading" || failed+=(bench-forward-batch)
+fi
+
+if has memcheck; then
+  timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/test_kernels" \
+    --gtest_filter="${MEMCHECK_FILTER:-TinyCheckpoints/CudaModel.LogitsMatchCpuInEveryMode/0:TinyCheckpoints/CudaModel.BatchedStepEqualsCpuSequencesAlone/2:CudaModelErrors.*:ExpertFormats/CudaSynthetic.*/0:TinyCheckpoints/BackendOps.*/5}" \
+    > "$OUT/memcheck.log" 2>&1 || failed+=(memcheck)
+  tail -4 "$OUT/memcheck.log"
+fi
+
+if ((${#failed[@]})); then echo "FAILED stages: ${failed[*]}"; exit 1; fi
+echo "all stages passed"
