@@ -122,7 +122,7 @@ struct SampleRequest {
 struct BackendOptions {
   int64_t max_sequences = 4;   // state slots (sequences alive at once)
   int64_t max_context = 0;     // tokens per sequence; 0 = max_position_embeddings capped at 65536
-  int64_t max_step_rows = 0;   // rows of one step; 0 = max_context
+  int64_t max_step_rows = 0;   // rows of one step; 0 = cuda: min(max_context, 2048), cpu: unlimited
   // CPU only: emulate the GPU's quantization points (for tight GPU tests).
   bool emulate_gpu_moe_bf16 = false;  // MoE input and expert hidden rounded to bf16 (the FP4 MoE op's numerics)
   // CPU only: the fp32 expert budget above which experts stay in the checkpoint

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <mutex>
 
@@ -57,6 +58,41 @@ class Arena {
   std::map<size_t, std::vector<void*>> free_;
 };
 
+// Pinned host staging for the small uploads of a step (ids, step metadata,
+// sampler rows): copies are issued asynchronously from it, so a step never
+// waits for the device to upload. A bump allocator, rewound whenever the
+// stream is known idle (after a download); when full it waits once and rewinds.
+class PinnedStaging {
+ public:
+  explicit PinnedStaging(size_t bytes) : capacity_(bytes) { MEGAMOE_CUDA_CHECK(cudaMallocHost(&base_, bytes)); }
+  ~PinnedStaging() { cudaFreeHost(base_); }
+  PinnedStaging(const PinnedStaging&) = delete;
+  PinnedStaging& operator=(const PinnedStaging&) = delete;
+
+  // Copies host bytes to device memory `dst` in stream order.
+  void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    if (bytes == 0) return;
+    if (bytes > capacity_) {  // too large to stage: a plain synchronous copy
+      MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+      MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+      return;
+    }
+    if (used_ + bytes > capacity_) {
+      MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream));
+      used_ = 0;
+    }
+    char* slot = static_cast<char*>(base_) + used_;
+    std::memcpy(slot, src, bytes);
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, stream));
+    used_ += (bytes + 255) / 256 * 256;
+  }
+  void rewind() { used_ = 0; }  // only when the stream is idle
+
+ private:
+  void* base_ = nullptr;
+  size_t capacity_ = 0, used_ = 0;
+};
+
 // Per-layer state pools for all slots (kernels/attention/attention_params.hpp).
 struct LayerPools {
   DeviceBuffer window;
@@ -101,7 +137,9 @@ class CudaBackend : public Backend {
     if (options_.max_context <= 0) {
       options_.max_context = std::min<int64_t>(c.max_position_embeddings > 0 ? c.max_position_embeddings : 65536, 65536);
     }
-    if (options_.max_step_rows <= 0) options_.max_step_rows = options_.max_context;
+    // The MoE op sizes its workspaces for a step's rows (per layer), so steps
+    // are capped; Model::forward runs longer prompts as chunked prefill.
+    if (options_.max_step_rows <= 0) options_.max_step_rows = std::min<int64_t>(options_.max_context, 2048);
     MEGAMOE_CHECK(options_.max_sequences > 0 && options_.max_sequences <= 4096, "cuda: max_sequences ",
                   options_.max_sequences, " must be in [1, 4096]");
     MEGAMOE_CHECK(options_.max_step_rows <= (int64_t{1} << 24), "cuda: max_step_rows too large");
@@ -135,9 +173,7 @@ class CudaBackend : public Backend {
 
   DeviceTensor upload_ids(std::span<const int32_t> ids) override {
     DeviceTensor t = empty(DType::I32, {static_cast<int64_t>(ids.size())});
-    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(t.data<int32_t>(), ids.data(), ids.size_bytes(), cudaMemcpyHostToDevice,
-                                       stream_.get()));
-    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // ids is pageable host memory
+    staging_.copy_to_device(t.data<int32_t>(), ids.data(), ids.size_bytes(), stream());
     return t;
   }
 
@@ -145,9 +181,7 @@ class CudaBackend : public Backend {
     MEGAMOE_CHECK(shape_numel(shape) == static_cast<int64_t>(values.size()), "upload: ", values.size(),
                   " values for shape ", shape_str(shape));
     DeviceTensor t = empty(DType::F32, std::move(shape));
-    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(t.data<float>(), values.data(), values.size_bytes(), cudaMemcpyHostToDevice,
-                                       stream_.get()));
-    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    staging_.copy_to_device(t.data<float>(), values.data(), values.size_bytes(), stream());
     return t;
   }
 
@@ -157,6 +191,7 @@ class CudaBackend : public Backend {
     MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), t.data<int32_t>(), out.size() * 4, cudaMemcpyDeviceToHost,
                                        stream_.get()));
     MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    staging_.rewind();
     return out;
   }
 
@@ -166,6 +201,7 @@ class CudaBackend : public Backend {
     MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), t.data<float>(), out.size() * 4, cudaMemcpyDeviceToHost,
                                        stream_.get()));
     MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    staging_.rewind();
     check_error_flag();
     return out;
   }
@@ -241,8 +277,7 @@ class CudaBackend : public Backend {
     }
     plan->storage = arena_.get(host.size() * 4);
     int32_t* base = static_cast<int32_t*>(plan->storage.get());
-    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(base, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_.get()));
-    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // host vector is pageable and local
+    staging_.copy_to_device(base, host.data(), host.size() * 4, stream());
     kernels::StepMeta& m = plan->meta;
     m.rows = static_cast<int>(rows);
     m.batch = static_cast<int>(sequences.size());
@@ -505,8 +540,7 @@ class CudaBackend : public Backend {
     }
     std::shared_ptr<void> params = arena_.get(host.size() * sizeof(kernels::SampleRow));
     std::shared_ptr<void> ids = arena_.get(host.size() * 4);
-    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(params.get(), host.data(), host.size() * sizeof(kernels::SampleRow),
-                                       cudaMemcpyHostToDevice, stream()));
+    staging_.copy_to_device(params.get(), host.data(), host.size() * sizeof(kernels::SampleRow), stream());
     kernels::SampleParams p;
     p.rows = n;
     p.vocab = static_cast<int>(config_.vocab_size);
@@ -520,6 +554,7 @@ class CudaBackend : public Backend {
     std::vector<int32_t> out(rows.size());
     MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), ids.get(), out.size() * 4, cudaMemcpyDeviceToHost, stream()));
     MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    staging_.rewind();
     return out;
   }
 
@@ -625,6 +660,7 @@ class CudaBackend : public Backend {
   std::string describe_;
   Stream stream_;
   Arena arena_;
+  PinnedStaging staging_{size_t{8} << 20};
   DeviceModel model_;
   std::vector<LayerPools> pools_;
   DeviceBuffer omega_main_, omega_compress_, error_flag_, sample_workspace_;

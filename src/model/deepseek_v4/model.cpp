@@ -1,5 +1,6 @@
 #include "model/deepseek_v4/model.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "core/error.hpp"
@@ -175,8 +176,37 @@ std::vector<std::vector<float>> Model::forward_batch(std::span<const SequenceInp
 
 std::vector<float> Model::forward(std::span<const int32_t> ids, SequenceState& state,
                                   const ForwardOptions& options) const {
-  const SequenceInput input{ids, &state};
-  return std::move(forward_batch({&input, 1}, options).front());
+  // A prompt longer than the backend's largest step runs as chunked prefill
+  // (equal to whole prefill: every op continues the state exactly).
+  const int64_t max_rows = backend_->options().max_step_rows;
+  const size_t step = max_rows > 0 ? static_cast<size_t>(max_rows) : ids.size();
+  if (ids.size() <= step) {
+    const SequenceInput input{ids, &state};
+    return std::move(forward_batch({&input, 1}, options).front());
+  }
+  MEGAMOE_CHECK(config_.max_position_embeddings <= 0 ||
+                    state.position + static_cast<int64_t>(ids.size()) <= config_.max_position_embeddings,
+                "forward: the context of ", state.position + static_cast<int64_t>(ids.size()),
+                " tokens exceeds max_position_embeddings = ", config_.max_position_embeddings);
+  const int64_t capacity = backend_->options().max_context;
+  MEGAMOE_CHECK(capacity <= 0 || state.position + static_cast<int64_t>(ids.size()) <= capacity,
+                "forward: the context of ", state.position + static_cast<int64_t>(ids.size()),
+                " tokens exceeds the backend's max_context = ", capacity);
+  for (size_t t = 0; t < ids.size(); ++t)
+    MEGAMOE_CHECK(ids[t] >= 0 && ids[t] < config_.vocab_size, "token id ", ids[t], " at index ", t,
+                  " is outside the vocabulary [0, ", config_.vocab_size, ")");
+  std::vector<float> logits;
+  for (size_t begin = 0; begin < ids.size(); begin += step) {
+    const size_t count = std::min(step, ids.size() - begin);
+    const SequenceInput input{ids.subspan(begin, count), &state};
+    std::vector<float> out = std::move(forward_batch({&input, 1}, options).front());
+    if (options.last_logits_only) {
+      logits = std::move(out);
+    } else {
+      logits.insert(logits.end(), out.begin(), out.end());
+    }
+  }
+  return logits;
 }
 
 }  // namespace megamoe::dsv4
