@@ -123,6 +123,11 @@ struct BackendOptions {
   int64_t max_sequences = 4;   // state slots (sequences alive at once)
   int64_t max_context = 0;     // tokens per sequence; 0 = max_position_embeddings capped at 65536
   int64_t max_step_rows = 0;   // rows of one step; 0 = cuda: min(max_context, 2048), cpu: unlimited
+  // KV storage rounding as the official reference's QAT: the non-RoPE channels
+  // of window KV and of main compressor entries E4M3 with a power-of-two scale
+  // per 64, the RoPE channels bf16 (kernels/attention/kv_fp8_params.hpp).
+  // Off by default: transformers (the golden oracle) keeps KV in full precision.
+  bool kv_fp8 = false;
   // CPU only: emulate the GPU's quantization points (for tight GPU tests).
   bool emulate_gpu_moe_bf16 = false;  // MoE input and expert hidden rounded to bf16 (the FP4 MoE op's numerics)
   // CPU only: the fp32 expert budget above which experts stay in the checkpoint
@@ -174,6 +179,9 @@ class Backend {
   // from q [T, H_I, d_I] (rotated) and head weights [T, H_I].
   virtual void indexer_topk(const StepPlan& step, int64_t layer, const DeviceTensor& q, const DeviceTensor& head_w,
                             DeviceTensor& selected) = 0;
+  // kv [T, d_h] rounded as the KV cache stores it (BackendOptions::kv_fp8), in
+  // place, before attention reads it; a no-op when KV is kept in full precision.
+  virtual void round_kv(DeviceTensor& kv) = 0;
   // Window + compressed attention with sinks; out [T, H, d_h] (still rotated).
   // Then appends this step's kv rows [T, d_h] to each sequence's window.
   // selected: the CSA selection, or an empty tensor.

@@ -7,6 +7,7 @@
 #include "backend/cpu/dsv4/attention.hpp"
 #include "backend/cpu/dsv4/compressor.hpp"
 #include "backend/cpu/dsv4/hyper_connection.hpp"
+#include "backend/cpu/dsv4/kv_round.hpp"
 #include "backend/cpu/load.hpp"
 #include "backend/cpu/moe.hpp"
 #include "backend/cpu/ops.hpp"
@@ -247,9 +248,14 @@ void CpuBackend::compressor(const StepPlan& step, int64_t layer, CompressorKind 
   for (const StepSequence& s : step.sequences) {
     dsv4::LayerState& ls = static_cast<CpuCache*>(s.cache)->layers.at(layer);
     dsv4::CompressorState& state = which == CompressorKind::kMain ? ls.compressor : ls.indexer;
+    const int64_t before = state.entry_count();
     for (int64_t t = 0; t < s.tokens; ++t, ++row) {
       dsv4::compressor_push(state, w, kv.data<float>() + row * width, gate.data<float>() + row * width, s.pos0 + t,
                             rope_compress_, eps);
+    }
+    if (options_.kv_fp8 && which == CompressorKind::kMain) {  // main entries are stored like window KV
+      for (int64_t e = before; e < state.entry_count(); ++e)
+        dsv4::round_kv_row(state.entries.data() + e * w.width, w.width, config_.rope_head_dim);
     }
   }
 }
@@ -277,6 +283,12 @@ void CpuBackend::indexer_topk(const StepPlan& step, int64_t layer, const DeviceT
       for (int64_t i = 0; i < k; ++i) out[i] = i < static_cast<int64_t>(top.size()) ? static_cast<int32_t>(top[i]) : -1;
     }
   });
+}
+
+void CpuBackend::round_kv(DeviceTensor& kv) {
+  if (!options_.kv_fp8) return;
+  const int64_t dh = config_.head_dim, rows = kv.numel() / dh;
+  for (int64_t r = 0; r < rows; ++r) dsv4::round_kv_row(kv.data<float>() + r * dh, dh, config_.rope_head_dim);
 }
 
 void CpuBackend::attention(const StepPlan& step, int64_t layer, const DeviceTensor& q, const DeviceTensor& kv,

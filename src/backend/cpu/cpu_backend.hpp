@@ -50,6 +50,7 @@ class CpuBackend : public Backend {
                   const DeviceTensor& gate) override;
   void indexer_topk(const StepPlan& step, int64_t layer, const DeviceTensor& q, const DeviceTensor& head_w,
                     DeviceTensor& selected) override;
+  void round_kv(DeviceTensor& kv) override;
   void attention(const StepPlan& step, int64_t layer, const DeviceTensor& q, const DeviceTensor& kv,
                  const DeviceTensor& selected, DeviceTensor& out) override;
   void moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& ids, DeviceTensor& y) override;

@@ -13,6 +13,7 @@
 #include "core/checkpoint.hpp"
 #include "core/error.hpp"
 #include "kernels/attention/attention_params.hpp"
+#include "kernels/attention/kv_fp8_params.hpp"
 #include "kernels/mhc/mhc_params.hpp"
 #include "kernels/moe/dense_moe_params.hpp"
 #include "kernels/norm/norm_params.hpp"
@@ -427,6 +428,30 @@ class CudaBackend : public Backend {
     p.window_seq = win.second;
     p.window_index = win.second + win.first;
     kernels::launch_compressor(p, stream());
+    MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+    if (options_.kv_fp8 && which == CompressorKind::kMain) {  // main entries are stored like window KV
+      kernels::KvRoundParams r;
+      r.dim = p.pools.width;
+      r.rope_dim = p.rope_dim;
+      r.step = plan.meta;
+      r.windows = p.windows;
+      r.window_seq = p.window_seq;
+      r.window_index = p.window_index;
+      r.entries = p.pools.entries;
+      r.max_entries = p.pools.max_entries;
+      kernels::launch_kv_round(r, stream());
+      MEGAMOE_CUDA_CHECK_LAUNCH(stream());
+    }
+  }
+
+  void round_kv(DeviceTensor& kv) override {
+    if (!options_.kv_fp8) return;
+    kernels::KvRoundParams r;
+    r.dim = static_cast<int>(config_.head_dim);
+    r.rope_dim = static_cast<int>(config_.rope_head_dim);
+    r.rows = static_cast<int>(kv.numel() / config_.head_dim);
+    r.x = kv.data<float>();
+    kernels::launch_kv_round(r, stream());
     MEGAMOE_CUDA_CHECK_LAUNCH(stream());
   }
 

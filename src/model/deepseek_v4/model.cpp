@@ -49,6 +49,7 @@ void Model::attention_block(const StepPlan& step, int64_t l, const DeviceTensor&
   b.linear({l, LinearRole::kKv}, x, kv);
   b.rms_norm(kv, dh, {l, NormRole::kKv});
   b.rope(step, kv, 1, table, false);
+  b.round_kv(kv);  // as the KV cache stores it (FP8 non-RoPE channels when kv_fp8)
   dump(dump_fn, name + ".kv", kv);
 
   // Compressed entries (CSA/HCA) and, for CSA, the indexer's selection per token.
