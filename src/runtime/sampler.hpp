@@ -21,7 +21,14 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);  // validates the parameters
+  // choose(logits, params, temperature > 0 ? next_uniform() : 0).
   int32_t sample(std::span<const float> logits);
+
+  // The two halves of sample(), public so that the GPU sampler can be fed the
+  // same draw: the next uniform in [0, 1), (rng() >> 11) * 2^-53 ...
+  double next_uniform();
+  // ... and the choice from one row given that draw (u01 unused when greedy).
+  static int32_t choose(std::span<const float> logits, const SamplingParams& params, double u01);
 
  private:
   SamplingParams params_;
