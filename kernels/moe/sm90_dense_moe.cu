@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kThreads) dense_moe_kernel(const DenseMoeParam
         if (lane == 0) {
           if (bi == INT_MAX) {  // only NaN scores left: the lowest expert not yet taken
             bi = 0;
-            while (taken[bi]) ++bi;
+            while (bi + 1 < E && taken[bi]) ++bi;
           }
           sel[j] = bi;
           taken[bi] = 1;
