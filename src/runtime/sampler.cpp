@@ -1,27 +1,33 @@
 #include "runtime/sampler.hpp"
 
-#include <algorithm>
 #include <cmath>
-#include <numeric>
-#include <vector>
 
 #include "backend/cpu/sample.hpp"
 #include "core/error.hpp"
 
 namespace megamoe {
+namespace {
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
+void validate(const SamplingParams& params) {
   MEGAMOE_CHECK(std::isfinite(params.temperature), "sampling: temperature must be finite");
   MEGAMOE_CHECK(params.top_k >= 0, "sampling: top_k must be >= 0, got ", params.top_k);
   MEGAMOE_CHECK(params.top_p > 0.0 && params.top_p <= 1.0, "sampling: top_p must be in (0, 1], got ", params.top_p);
 }
 
-double Sampler::next_uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+}  // namespace
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) { validate(params); }
 
 int32_t Sampler::sample(std::span<const float> logits) {
-  // The draw is taken only when sampling, so greedy rows leave the stream untouched.
-  const double u01 = params_.temperature > 0.0 ? next_uniform() : 0.0;
-  return cpu::choose_token(logits, params_.temperature, params_.top_k, params_.top_p, u01);
+  MEGAMOE_CHECK(!logits.empty(), "sampling: empty logits");
+  return choose(logits, params_, params_.temperature > 0.0 ? next_uniform() : 0.0);
+}
+
+double Sampler::next_uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+
+int32_t Sampler::choose(std::span<const float> logits, const SamplingParams& params, double u01) {
+  validate(params);
+  return cpu::choose_token(logits, params.temperature, params.top_k, params.top_p, u01);
 }
 
 }  // namespace megamoe

@@ -3,6 +3,8 @@
 // highest (0 = all), then the smallest prefix whose probability reaches top_p,
 // renormalise and draw with a seeded 64-bit Mersenne Twister (the draw is our
 // own 53-bit mapping, so a seed gives the same ids on every platform).
+// The choice itself is cpu::choose_token (src/backend/cpu/sample.hpp), which
+// the device sampler reproduces from the same draw.
 #pragma once
 
 #include <cstdint>
@@ -21,12 +23,15 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);  // validates the parameters
+  // choose(logits, params, temperature > 0 ? next_uniform() : 0).
   int32_t sample(std::span<const float> logits);
-  // The next uniform draw in [0, 1) (53 bits); sample() takes one per sampled
-  // (temperature > 0) token. A device sampler is fed these so it picks what
-  // sample() would (cpu::choose_token).
-  double next_uniform();
   const SamplingParams& params() const { return params_; }
+
+  // The two halves of sample(), public so that a device sampler can be fed the
+  // same draw: the next uniform in [0, 1), (rng() >> 11) * 2^-53 ...
+  double next_uniform();
+  // ... and the choice from one row given that draw (u01 unused when greedy).
+  static int32_t choose(std::span<const float> logits, const SamplingParams& params, double u01);
 
  private:
   SamplingParams params_;
