@@ -17,9 +17,9 @@
 namespace megamoe::cuda::kernels {
 
 struct SampleRow {
-  float temperature = 0.0f;  // <= 0: greedy
+  double temperature = 0.0;  // <= 0: greedy (double: the CPU sampler's precision)
   int top_k = 0;
-  float top_p = 1.0f;
+  double top_p = 1.0;
   double u01 = 0.0;          // uniform draw in [0, 1)
 };
 

@@ -6,8 +6,7 @@
 // (129280) and small ones. No tolerance: the device does the CPU's double
 // arithmetic in the CPU's order. (The only admissible difference, a
 // last-bit exp() difference moving a draw across a boundary, has a chance of
-// ~1e-16 per row.) The host parameters are float-exact (SampleRow carries
-// temperature and top_p as float), so both sides see the same numbers.
+// ~1e-16 per row.) Both sides see the same double temperature and top_p.
 // Also: the three paths (greedy, radix select for keep <= 1024, full sort),
 // a too-small workspace (rows needing the full sort give -1, the others are
 // unaffected) and replay of the launch captured in a CUDA graph.

@@ -558,9 +558,9 @@ class CudaBackend : public Backend {
                   shape_str(logits.shape()));
     std::vector<kernels::SampleRow> host(rows.size());
     for (size_t r = 0; r < rows.size(); ++r) {
-      host[r].temperature = static_cast<float>(rows[r].temperature);
+      host[r].temperature = rows[r].temperature;
       host[r].top_k = static_cast<int>(std::min<int64_t>(rows[r].top_k, config_.vocab_size));
-      host[r].top_p = static_cast<float>(rows[r].top_p);
+      host[r].top_p = rows[r].top_p;
       host[r].u01 = rows[r].u01;
     }
     std::shared_ptr<void> params = arena_.get(host.size() * sizeof(kernels::SampleRow));
