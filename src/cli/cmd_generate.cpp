@@ -28,6 +28,7 @@ namespace {
 
 struct Args {
   std::string model_dir, ids_text, tokenizer_path, chat_file, prompt, device = "auto";
+  bool kv_fp8 = false;
   bool have_ids = false, have_prompt = false, chat = false, thinking = false, no_bos = false, ignore_eos = false, show_ids = false;
   std::vector<std::string> stops;
   megamoe::GenerateOptions options;
@@ -59,6 +60,7 @@ std::unique_ptr<megamoe::dsv4::Model> load_model(const Args& a) {
   options.device = megamoe::parse_device_kind(a.device);
   options.backend.max_sequences = 1;
   options.backend.progress = true;
+  options.backend.kv_fp8 = a.kv_fp8;
   return megamoe::dsv4::Model::load(a.model_dir, options);
 }
 
@@ -125,6 +127,7 @@ int run_generate(int argc, char** argv) {
   Args a;
   app.add_option("--model", a.model_dir, "checkpoint directory (config.json + safetensors)")->required();
   app.add_option("--device", a.device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
+  app.add_flag("--kv-fp8", a.kv_fp8, "round KV as FP8 storage (the official reference's QAT numerics)");
   CLI::Option* ids = app.add_option("--ids", a.ids_text, "comma-separated prompt token ids, e.g. 0,5,7 (prints generated ids)");
   app.add_option("--tokenizer", a.tokenizer_path, "Hugging Face tokenizer.json (for --prompt / --chat)");
   CLI::Option* prompt = app.add_option("--prompt", a.prompt,

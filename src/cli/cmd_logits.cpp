@@ -24,6 +24,8 @@ int run_logits(int argc, char** argv) {
   app.add_option("--out", out_path, "output .npy file")->required();
   app.add_option("--mode", mode_text, "prefill | decode | chunked:N");
   app.add_option("--device", device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
+  bool kv_fp8 = false;
+  app.add_flag("--kv-fp8", kv_fp8, "round KV as FP8 storage (the official reference's QAT numerics)");
   app.add_option("--dump-dir", dump_dir, "write every named activation as DIR/<name>.npy");
   CLI11_PARSE(app, argc, argv);
 
@@ -33,6 +35,7 @@ int run_logits(int argc, char** argv) {
   options.device = megamoe::parse_device_kind(device);
   options.backend.max_sequences = 1;
   options.backend.progress = true;
+  options.backend.kv_fp8 = kv_fp8;
   const auto model = megamoe::dsv4::Model::load(model_dir, options);
 
   megamoe::dsv4::DumpFn dump;

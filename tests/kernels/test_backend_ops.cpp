@@ -37,10 +37,11 @@ struct Pair {
   const ModelConfig& cfg() const { return cpu->config(); }
 };
 
-Pair open_pair(const std::string& name) {
+Pair open_pair(const std::string& name, bool kv_fp8 = false) {
   Pair p;
   p.ckpt = Checkpoint::open(testing::tiny_model_dir(name));
   BackendOptions o;
+  o.kv_fp8 = kv_fp8;
   o.max_sequences = 4;
   o.max_context = 512;
   p.cpu = make_backend(DeviceKind::kCpu, *p.ckpt, o);
@@ -143,6 +144,12 @@ std::vector<OpCase> op_cases(const ModelConfig& c) {
                      b.rms_norm(kv, dh, {0, NormRole::kKv});
                      return q;
                    }});
+  cases.push_back({"round_kv (kv_fp8 backends only)", 1e-6, false,
+                   [=](Backend& b, const StepPlan&, int64_t rows, uint32_t seed) {
+                     DeviceTensor kv = b.upload(random_values(rows * dh, seed, 2.f), {rows, dh});
+                     b.round_kv(kv);
+                     return kv;
+                   }});
   // Stateful: compressor (+ indexer) then attention, continuing caches over steps.
   for (int64_t l : {csa, hca, swa}) {
     if (l < 0) continue;
@@ -192,9 +199,8 @@ std::vector<OpCase> op_cases(const ModelConfig& c) {
 
 class BackendOps : public ::testing::TestWithParam<const char*> {};
 
-TEST_P(BackendOps, EveryOpMatchesTheCpuBackend) {
-  MEGAMOE_REQUIRE_GPU();
-  Pair p = open_pair(GetParam());
+void run_registry(const char* name, bool kv_fp8) {
+  Pair p = open_pair(name, kv_fp8);
   const std::vector<OpCase> cases = op_cases(p.cfg());
   // Steps: (tokens per sequence) for 1..3 sequences; stateful cases run them in order.
   const std::vector<std::vector<int64_t>> steps = {{5}, {1}, {3, 9}, {1, 1}, {17, 1, 6}};
@@ -219,11 +225,28 @@ TEST_P(BackendOps, EveryOpMatchesTheCpuBackend) {
       const uint32_t seed = static_cast<uint32_t>(1000 * ci + si);
       const std::vector<float> ref = p.cpu->download(op.run(*p.cpu, *cplan, rows, seed));
       const std::vector<float> got = p.gpu->download(op.run(*p.gpu, *gplan, rows, seed));
-      EXPECT_LE(relative_l2(got, ref), op.tolerance) << GetParam() << " case " << ci << " (" << op.name << ") step "
-                                                     << si;
+      // With FP8 KV, an entry pooled in another fp32 order can round to the
+      // neighbouring E4M3 code (1/16 apart) on a boundary: rare (~1e-6 per
+      // value) but then visible, so stateful cases get 50x the tolerance.
+      const double tolerance = kv_fp8 && op.stateful ? 50 * op.tolerance : op.tolerance;
+      EXPECT_LE(relative_l2(got, ref), tolerance) << name << (kv_fp8 ? " kv_fp8" : "") << " case " << ci << " ("
+                                                     << op.name << ") step " << si;
       for (size_t s = 0; s < step.size(); ++s) pos[s] += step[s];
     }
   }
+}
+
+TEST_P(BackendOps, EveryOpMatchesTheCpuBackend) {
+  MEGAMOE_REQUIRE_GPU();
+  run_registry(GetParam(), false);
+}
+
+// Every case again with FP8 KV storage rounding (round_kv and the compressor's
+// entries): round_kv gets identical inputs on both sides, so its output must be
+// the same bits (tolerance 1e-6).
+TEST_P(BackendOps, EveryOpMatchesTheCpuBackendWithKvFp8) {
+  MEGAMOE_REQUIRE_GPU();
+  run_registry(GetParam(), true);
 }
 
 TEST_P(BackendOps, DeviceSamplerPicksWhatTheCpuPicks) {

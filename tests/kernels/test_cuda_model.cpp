@@ -40,9 +40,10 @@ double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 std::unique_ptr<dsv4::Model> load(const std::string& name, DeviceKind device, int64_t max_sequences = 4,
-                                  int64_t max_context = 4096) {
+                                  int64_t max_context = 4096, bool kv_fp8 = false) {
   dsv4::ModelOptions options;
   options.device = device;
+  options.backend.kv_fp8 = kv_fp8;
   options.backend.max_sequences = max_sequences;
   options.backend.max_context = max_context;
   return dsv4::Model::load(tiny_model_dir(name), options);
@@ -108,6 +109,23 @@ TEST_P(CudaModel, BatchedStepEqualsCpuSequencesAlone) {
       offset[s] += chunks[s][step];
     }
   }
+}
+
+// FP8 KV storage rounding on both backends. A value whose fp32 result differs
+// in the last bits between the two summation orders can round to the
+// neighbouring E4M3 code (1/16 relative apart) when it sits on a boundary; such
+// flips are rare and bounded, so the stated tolerance is relative L2 <= 2e-3.
+TEST_P(CudaModel, KvFp8RoundingMatchesCpuEmulation) {
+  MEGAMOE_REQUIRE_GPU();
+  const auto gpu = load(GetParam(), DeviceKind::kCuda, 4, 4096, true);
+  const auto cpu = load(GetParam(), DeviceKind::kCpu, 4, 4096, true);
+  const auto exact = load(GetParam(), DeviceKind::kCpu);
+  const std::vector<int32_t> ids = golden_ids(GetParam());
+  const std::vector<float> ref = compute_logits(*cpu, ids, LogitsMode{LogitsMode::kPrefill, 0});
+  const std::vector<float> got = compute_logits(*gpu, ids, LogitsMode{LogitsMode::kChunked, 5});
+  EXPECT_LE(relative_l2(got, ref), 2e-3) << GetParam();
+  // The rounding is really applied: the logits move away from the full-precision ones.
+  EXPECT_GT(relative_l2(ref, compute_logits(*exact, ids, LogitsMode{LogitsMode::kPrefill, 0})), 1e-5) << GetParam();
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, CudaModel,
