@@ -40,10 +40,11 @@ double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 std::unique_ptr<dsv4::Model> load(const std::string& name, DeviceKind device, int64_t max_sequences = 4,
-                                  int64_t max_context = 4096, bool kv_fp8 = false) {
+                                  int64_t max_context = 4096, bool kv_fp8 = false, int64_t max_step_rows = 0) {
   dsv4::ModelOptions options;
   options.device = device;
   options.backend.kv_fp8 = kv_fp8;
+  options.backend.max_step_rows = max_step_rows;
   options.backend.max_sequences = max_sequences;
   options.backend.max_context = max_context;
   return dsv4::Model::load(tiny_model_dir(name), options);
@@ -136,7 +137,7 @@ INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, CudaModel,
 TEST(CudaModelLong, SixteenKPromptWholeEqualsChunked) {
   MEGAMOE_REQUIRE_GPU();
   const int64_t n = 16384;
-  const auto gpu = load("tiny-a", DeviceKind::kCuda, 2, n + 64);
+  const auto gpu = load("tiny-a", DeviceKind::kCuda, 2, n + 64, false, /*max_step_rows=*/n);  // whole is one step
   const int64_t v = gpu->config().vocab_size;
   std::mt19937 rng(11);
   std::vector<int32_t> ids(static_cast<size_t>(n));
