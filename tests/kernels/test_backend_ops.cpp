@@ -22,14 +22,7 @@
 namespace megamoe {
 namespace {
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return a.size() == b.size() ? std::sqrt(num / std::max(den, 1e-30)) : INFINITY;
-}
+using testing::relative_l2;
 
 struct Pair {
   std::unique_ptr<Checkpoint> ckpt;

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "core/error.hpp"
@@ -30,14 +32,7 @@ using testing::max_abs;
 using testing::max_abs_diff;
 using testing::tiny_model_dir;
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return a.size() == b.size() ? std::sqrt(num / std::max(den, 1e-30)) : INFINITY;
-}
+using testing::relative_l2;
 
 std::unique_ptr<dsv4::Model> load(const std::string& name, DeviceKind device, int64_t max_sequences = 4,
                                   int64_t max_context = 4096, bool kv_fp8 = false, int64_t max_step_rows = 0) {
@@ -48,6 +43,12 @@ std::unique_ptr<dsv4::Model> load(const std::string& name, DeviceKind device, in
   options.backend.max_sequences = max_sequences;
   options.backend.max_context = max_context;
   return dsv4::Model::load(tiny_model_dir(name), options);
+}
+
+void load_dir(const std::filesystem::path& dir) {
+  dsv4::ModelOptions options;
+  options.device = DeviceKind::kCuda;
+  dsv4::Model::load(dir, options);
 }
 
 class CudaModel : public ::testing::TestWithParam<const char*> {};
@@ -173,6 +174,36 @@ TEST(CudaModelErrors, BadInputIsAClearErrorNotADeviceFault) {
   const std::vector<int32_t> ok = {1, 2, 3};
   EXPECT_NO_THROW(gpu->forward(ok, s));  // the backend still works after the rejections
   EXPECT_EQ(s.position, 3);
+}
+
+// A checkpoint larger than the free device memory is refused before anything
+// is copied, naming both sizes: a sparse 200 GB tensor file (no disk used).
+TEST(CudaModelErrors, CheckpointTooLargeForTheDeviceIsAClearError) {
+  MEGAMOE_REQUIRE_GPU();
+  const auto dir = std::filesystem::temp_directory_path() / "megamoe-too-large";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(tiny_model_dir("tiny-a") / "config.json", dir / "config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  const uint64_t bytes = 200ull << 30;
+  std::string header = "{\"padding\":{\"dtype\":\"U8\",\"shape\":[" + std::to_string(bytes) +
+                       "],\"data_offsets\":[0," + std::to_string(bytes) + "]}}";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  {
+    std::ofstream out(dir / "model.safetensors", std::ios::binary | std::ios::trunc);
+    const uint64_t n = header.size();
+    out.write(reinterpret_cast<const char*>(&n), 8);
+    out.write(header.data(), static_cast<std::streamsize>(n));
+  }
+  std::filesystem::resize_file(dir / "model.safetensors", 8 + header.size() + bytes);
+  try {
+    load_dir(dir);
+    ADD_FAILURE() << "a 200 GB checkpoint was accepted";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("GB of GPU memory"), std::string::npos) << what;
+    EXPECT_NE(what.find("free"), std::string::npos) << what;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(CudaModelErrors, CudaDeviceIsRequestedExplicitly) {

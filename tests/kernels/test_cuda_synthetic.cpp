@@ -19,20 +19,14 @@
 
 #include "core/synthetic_checkpoint.hpp"
 #include "gpu_test.hpp"
+#include "model/tiny_models.hpp"
 #include "model/deepseek_v4/model.hpp"
 #include "runtime/session.hpp"
 
 namespace megamoe {
 namespace {
 
-double relative_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return a.size() == b.size() ? std::sqrt(num / std::max(den, 1e-30)) : INFINITY;
-}
+using testing::relative_l2;
 
 std::unique_ptr<dsv4::Model> load(const std::filesystem::path& dir, DeviceKind device) {
   dsv4::ModelOptions options;
