@@ -14,8 +14,8 @@
 //     entries  [S, max_entries, d]  emitted entries C_w (normed, rotated at w m), row w
 // Entry counts are implied by positions: after position p a compressor of rate
 // m has emitted floor((p + 1) / m) entries, so a token at p sees that many.
-// CPU oracle: compressor_push (src/model/deepseek_v4/compressor.cpp) and
-// attention_forward (src/model/deepseek_v4/attention.cpp).
+// CPU oracle: compressor_push (src/backend/cpu/dsv4/compressor.cpp) and
+// attention_forward (src/backend/cpu/dsv4/attention.cpp).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -10,7 +10,7 @@
 // columns g*K_g .. of x:  y[t, g N_g + n] = sum_k x[t, g K_g + k] W[g N_g + n, k].
 // G = 1 is the plain linear. N and K are arbitrary (no multiple-of constraint).
 // CPU oracle: cpu::linear on the dequantized weight (src/backend/cpu/ops.hpp)
-// and the grouped loop in src/model/deepseek_v4/attention.cpp.
+// and the grouped loop in src/backend/cpu/dsv4/attention.cpp.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -5,7 +5,7 @@
 //            u = RMSNorm(sum_j pre_j X[j]) * norm_weight.
 //   hc_post: X'[k] = post_k y + sum_j comb[j][k] X[j]   (in place).
 //   hc_head: pre = sigmoid(nu*s0 + b) + eps (nu = fn . normalised vec X), h = sum_j pre_j X[j].
-// The CPU oracle is src/model/deepseek_v4/hyper_connection.cpp (hc_mix,
+// The CPU oracle is src/backend/cpu/dsv4/hyper_connection.cpp (hc_mix,
 // sinkhorn, hc_collapse, hc_post, hc_head) plus cpu::rms_norm_rows.
 #pragma once
 

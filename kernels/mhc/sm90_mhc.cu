@@ -26,7 +26,7 @@
 // Cost: hc_pre reads fn ((2+n_c) n_c x n_c D fp32: 1.5 MB at Flash widths)
 // once per token, so a decode step is bound by one SM's L2 bandwidth (NOTES.md).
 // Tests: tests/kernels/test_sm90_mhc.cpp (against hc_mix / hc_collapse /
-// rms_norm_rows / hc_post / hc_head of src/model/deepseek_v4/hyper_connection.cpp).
+// rms_norm_rows / hc_post / hc_head of src/backend/cpu/dsv4/hyper_connection.cpp).
 #include <cuda_runtime.h>
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // Device interface of the small row-wise kernels: RMSNorm, interleaved tail
 // RoPE, embedding gather, fp32 -> bf16. fp32 activations.
 // CPU oracles: cpu::rms_norm_rows (src/backend/cpu/ops.hpp), RopeTable::apply
-// (src/model/deepseek_v4/rope.hpp), the embedding copy in Model::forward.
+// (src/backend/cpu/dsv4/rope.hpp), the embedding copy in Model::forward.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -27,7 +27,7 @@
 #include "backend/cuda/device.hpp"
 #include "gpu_test.hpp"
 #include "kernels/mhc/mhc_params.hpp"
-#include "model/deepseek_v4/hyper_connection.hpp"
+#include "backend/cpu/dsv4/hyper_connection.hpp"
 
 namespace {
 

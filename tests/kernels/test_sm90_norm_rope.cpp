@@ -30,7 +30,7 @@
 #include "core/model_config.hpp"
 #include "gpu_test.hpp"
 #include "kernels/norm/norm_params.hpp"
-#include "model/deepseek_v4/rope.hpp"
+#include "backend/cpu/dsv4/rope.hpp"
 
 namespace {
 
