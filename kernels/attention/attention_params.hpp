@@ -15,7 +15,7 @@
 // Entry counts are implied by positions: after position p a compressor of rate
 // m has emitted floor((p + 1) / m) entries, so a token at p sees that many.
 // CPU oracle: compressor_push (src/backend/cpu/dsv4/compressor.cpp) and
-// attention_forward (src/backend/cpu/dsv4/attention.cpp).
+// the CPU backend's attention op (src/backend/cpu/cpu_backend.cpp, dsv4/attention.cpp).
 #pragma once
 
 #include <cuda_runtime.h>

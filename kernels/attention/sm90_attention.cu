@@ -26,7 +26,7 @@
 // window_pool[slot][p % W]. Must run after attention (which reads the pool
 // rows these overwrite): stream order.
 //
-// fp32 throughout; matches the host's attention core (attention_forward) to
+// fp32 throughout; matches the host's attention core (dsv4::attend_row) to
 // ~1e-6 relative (summation order and expf only).
 // Test: tests/kernels/test_sm90_attention.cpp (Attention*, Layer*).
 #include <cuda_runtime.h>

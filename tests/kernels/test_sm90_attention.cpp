@@ -8,23 +8,17 @@
 //    window buffer rows and the overlap state bit for bit (they are copies
 //    and one fp32 add, as in CompressorState), so the next step's entries test
 //    the continuation too.
-//  - Layer*: one attention layer (SWA / HCA / CSA) through the real
-//    attention_forward per sequence per step, its dumps (q, kv, index_q, o)
-//    feeding the GPU and giving the reference output; the GPU runs
-//    compressor(s), indexer, attention and window update over the same steps.
-//    Checked after every step: main and indexer entries, buffers, overlap,
-//    the window ring (bit for bit against LayerState::window), the indexer
-//    selection (against indexer_top_k over the host's scores, computed with
-//    attention_forward's formula) and the attention output (the GPU output
-//    inverse-rotated on the host with RopeTable::apply, against the dump "o").
+//  - Whole layers (projections, compressors, indexer, attention and window
+//    update through both backends, batched layouts over several steps) are
+//    compared in tests/kernels/test_backend_ops.cpp and the model tests in
+//    tests/kernels/test_cuda_model.cpp.
 //  - Indexer*: V4 shapes (H_I = 64, d_I = 128, ~2000 / ~3000 entries, top_k
 //    512 / 1024, duplicated entries for exact ties), single pass and the
 //    chunked path (key capacity capped through the testing hook).
 //  - Attention*: the attention core at V4 shapes (H = 64, d_h = 512, W = 128)
 //    for CSA (given selections, -1 pads), HCA and SWA, window rows mixed from
 //    the pool and this step, and the window update; plus a d_h = 18 shape for
-//    the scalar path. The reference is written inline from the same formula
-//    as attention_forward (logits, sink, softmax), using cpu::dot.
+//    the scalar path. The reference is dsv4::attend_row over the same keys.
 //
 // Tolerances. Compressor entries: |gpu - cpu| <= 3e-5 + 1e-5 |cpu|: the pooled
 // values differ by a few ulp (expf has <= 2 ulp, the double sum of squares has
@@ -33,8 +27,7 @@
 // the keys can become ~1e-5 of an entry of magnitude ~1 in the worst case.
 // Standalone attention core: 1e-5 relative to the largest |output| of the
 // head (fp32 dots of 512 terms and sums of <= 700 weights in another order:
-// ~sqrt(n) ulp typical). Layer attention: 1e-4 relative, since the compressed
-// keys also carry the entries' error above. Indexer: the picks must be exactly
+// ~sqrt(n) ulp typical). Indexer: the picks must be exactly
 // indexer_top_k's list (score descending, ties to the lower index), except
 // that a pair may be out of that order (consecutive picks, or a pick and an
 // entry left out) where their host scores differ by <= 1e-6 of the row's
@@ -42,8 +35,6 @@
 // duplicated entries, all-ReLU-zero rows) must follow the lower-index rule,
 // unless one of the two has a per-head dot within 1e-5 (relative) of 0, where
 // rounding can flip its ReLU. Every tolerated pair is counted and printed.
-// A CSA row whose selected set differs (only possible through such a near-tie
-// at the k-th place) is left out of the layer attention comparison, counted.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -69,12 +60,11 @@
 #include "gpu_test.hpp"
 #include "kernels/attention/attention_params.hpp"
 #include "kernels/attention/sm90_indexer_testing.hpp"
-#include "model/deepseek_v4/attention.hpp"
-#include "model/deepseek_v4/compressor.hpp"
-#include "model/deepseek_v4/dump.hpp"
-#include "model/deepseek_v4/rope.hpp"
-#include "model/deepseek_v4/state.hpp"
-#include "model/deepseek_v4/weights.hpp"
+#include "backend/cpu/dsv4/attention.hpp"
+#include "backend/cpu/dsv4/compressor.hpp"
+#include "backend/cpu/dsv4/rope.hpp"
+#include "backend/cpu/dsv4/state.hpp"
+#include "backend/cpu/dsv4/weights.hpp"
 
 namespace {
 
@@ -571,21 +561,10 @@ bool check_selection(const int32_t* gpu, int top_k, const std::vector<int64_t>& 
   return same;
 }
 
-// Host scores exactly as attention_forward computes them.
+// Host scores: the CPU backend's own function.
 std::vector<float> host_index_scores(const float* qi, const float* head_w, const float* entries, int64_t visible,
                                      int64_t hi, int64_t di) {
-  const float head_scale = 1.f / std::sqrt(static_cast<float>(hi));
-  const float dim_scale = 1.f / std::sqrt(static_cast<float>(di));
-  std::vector<float> scores(static_cast<size_t>(visible));
-  for (int64_t e = 0; e < visible; ++e) {
-    float s = 0.f;
-    for (int64_t h = 0; h < hi; ++h) {
-      const float dotp = megamoe::cpu::dot(qi + h * di, entries + e * di, di);
-      s += head_w[h] * head_scale * std::max(dotp, 0.f);
-    }
-    scores[static_cast<size_t>(e)] = s * dim_scale;
-  }
-  return scores;
+  return dsv4::indexer_scores(qi, head_w, entries, visible, hi, di);
 }
 
 // ===========================================================================
@@ -677,318 +656,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CompressorTest,
                          });
 
 // ===========================================================================
-// One attention layer: attention_forward is the oracle.
-// ===========================================================================
-
-struct LayerCase {
-  const char* name;
-  AttentionType type;
-  int heads, head_dim, rope_dim, window, rate;
-  int index_heads, index_dim, top_k;
-  int tokens;
-};
-
-struct LayerModel {
-  ModelConfig cfg;
-  dsv4::LayerWeights weights;
-  dsv4::RopeTable rope;
-};
-
-LayerModel make_layer(const LayerCase& lc, std::mt19937_64& rng) {
-  constexpr int kHidden = 24, kQRank = 16, kORank = 4;
-  LayerModel m;
-  ModelConfig& c = m.cfg;
-  c.hidden_size = kHidden;
-  c.num_heads = lc.heads;
-  c.head_dim = lc.head_dim;
-  c.rope_head_dim = lc.rope_dim;
-  c.q_lora_rank = kQRank;
-  c.o_groups = 1;
-  c.o_lora_rank = kORank;
-  c.sliding_window = lc.window;
-  c.index_n_heads = lc.index_heads;
-  c.index_head_dim = lc.index_dim;
-  c.index_topk = lc.top_k;
-  c.rms_norm_eps = kEps;
-  const float in_scale = 1.0f / std::sqrt(static_cast<float>(kHidden));
-  dsv4::LayerWeights& lw = m.weights;
-  lw.attention_type = lc.type;
-  dsv4::AttentionWeights& a = lw.attention;
-  a.sinks = random_tensor({lc.heads}, 1.0f, rng);
-  a.q_a_proj = random_tensor({kQRank, kHidden}, in_scale, rng);
-  a.q_a_norm = random_tensor({kQRank}, 0.1f, rng, 1.0f);
-  a.q_b_proj = random_tensor({int64_t{lc.heads} * lc.head_dim, kQRank}, 0.25f, rng);
-  a.kv_proj = random_tensor({lc.head_dim, kHidden}, in_scale, rng);
-  a.kv_norm = random_tensor({lc.head_dim}, 0.1f, rng, 1.0f);
-  a.o_a_proj = random_tensor({kORank, int64_t{lc.heads} * lc.head_dim}, 0.05f, rng);
-  a.o_b_proj = random_tensor({kHidden, kORank}, 0.5f, rng);
-  const bool csa = lc.type == AttentionType::kCompressedSparse;
-  if (lc.type != AttentionType::kSliding)
-    a.compressor = make_compressor_weights(lc.rate, lc.head_dim, csa, kHidden, rng);
-  if (csa) {
-    dsv4::IndexerWeights iw;
-    iw.q_b_proj = random_tensor({int64_t{lc.index_heads} * lc.index_dim, kQRank}, 0.25f, rng);
-    iw.weights_proj = random_tensor({lc.index_heads, kHidden}, in_scale, rng);
-    iw.compressor = make_compressor_weights(lc.rate, lc.index_dim, true, kHidden, rng);
-    a.indexer = std::move(iw);
-  }
-  RopeParams main;
-  main.theta = 10000.0;
-  m.rope = dsv4::RopeTable(lc.type == AttentionType::kSliding ? main : compress_rope(), lc.rope_dim);
-  return m;
-}
-
-void append(std::vector<float>& dst, const std::vector<float>& src) { dst.insert(dst.end(), src.begin(), src.end()); }
-
-void run_layer_case(const LayerCase& lc, Split split, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const LayerModel model = make_layer(lc, rng);
-  const dsv4::AttentionWeights& aw = model.weights.attention;
-  const Plan plan = make_plan(split, lc.tokens);
-  const int nseq = static_cast<int>(plan.lengths.size());
-  const int D = static_cast<int>(model.cfg.hidden_size), H = lc.heads, dh = lc.head_dim, W = lc.window, m = lc.rate;
-  const int HI = lc.index_heads, dI = lc.index_dim, K = lc.top_k;
-  const bool compressed = aw.compressor.has_value(), csa = aw.indexer.has_value();
-  const int max_len = *std::max_element(plan.lengths.begin(), plan.lengths.end());
-  const int max_entries = compressed ? max_len / m + 1 : 0;
-
-  std::vector<std::vector<float>> x(nseq);
-  std::vector<dsv4::LayerState> cpu(nseq);
-  for (int q = 0; q < nseq; ++q) {
-    x[q] = normal(static_cast<size_t>(plan.lengths[q]) * D, 1.0f, rng);
-    if (compressed) cpu[q].compressor = dsv4::make_compressor_state(m, dh, csa);
-    if (csa) cpu[q].indexer = dsv4::make_compressor_state(m, dI, true);
-  }
-
-  Stream stream;
-  std::optional<GpuCompressor> gmain, gindex;
-  if (compressed) gmain.emplace(*aw.compressor, model.rope, max_entries, stream);
-  if (csa) gindex.emplace(aw.indexer->compressor, model.rope, max_entries, stream);
-  DeviceBuffer window_pool = nan_buffer(size_t{kSlots} * W * dh, stream);
-  const DeviceBuffer sinks = to_device(values_of(aw.sinks), stream);
-  stream.synchronize();
-
-  std::vector<int> pos(nseq, 0);
-  double entry_err = 0.0, index_entry_err = 0.0, out_err_rel = 0.0;
-  SelectionStats sel_stats;
-  int skipped_rows = 0, step_index = 0, checked_rows = 0;
-  for (const auto& step : plan.schedule) {
-    const std::string at = std::string(lc.name) + " step " + std::to_string(step_index);
-    std::vector<Chunk> chunks;
-    std::vector<float> q_all, kv_all, o_ref, kc, zc, ki, zi, qi_all, hw_all;
-    std::vector<std::vector<int64_t>> cpu_sel;
-    std::vector<std::vector<float>> cpu_scores;
-    for (const auto& [q, t] : step) {
-      const int pos0 = pos[q];
-      chunks.push_back({q, plan.slots[q], pos0, t});
-      const std::vector<float> xs(x[q].begin() + static_cast<ptrdiff_t>(pos0) * D,
-                                  x[q].begin() + static_cast<ptrdiff_t>(pos0 + t) * D);
-      std::map<std::string, std::vector<float>> dumps;
-      const dsv4::DumpFn dump = [&dumps](const std::string& name, const megamoe::Shape&,
-                                         std::span<const float> values) {
-        dumps[name].assign(values.begin(), values.end());
-      };
-      dsv4::attention_forward(model.cfg, model.weights, model.rope, xs, t, pos0, cpu[q], &dump, "L");
-      append(q_all, dumps.at("L.q"));
-      append(kv_all, dumps.at("L.kv"));
-      append(o_ref, dumps.at("L.o"));
-      if (compressed) {
-        append(kc, linear(xs, t, aw.compressor->kv_proj));
-        append(zc, linear(xs, t, aw.compressor->gate_proj));
-      }
-      if (csa) {
-        const dsv4::IndexerWeights& iw = *aw.indexer;
-        append(ki, linear(xs, t, iw.compressor.kv_proj));
-        append(zi, linear(xs, t, iw.compressor.gate_proj));
-        const std::vector<float>& qi = dumps.at("L.index_q");
-        const std::vector<float> hw = linear(xs, t, iw.weights_proj);
-        append(qi_all, qi);
-        append(hw_all, hw);
-        for (int i = 0; i < t; ++i) {
-          const int64_t visible = (pos0 + i + 1) / m;
-          cpu_scores.push_back(host_index_scores(qi.data() + static_cast<size_t>(i) * HI * dI,
-                                                 hw.data() + static_cast<size_t>(i) * HI, cpu[q].indexer.entries.data(),
-                                                 visible, HI, dI));
-          cpu_sel.push_back(dsv4::indexer_top_k(cpu_scores.back(), K));
-        }
-      }
-    }
-
-    // The device step: compressors, indexer, attention, window update.
-    const StepDevice sd = upload_step(chunks, stream);
-    const int rows = sd.rows;
-    if (gmain) gmain->step(sd, chunks, kc, zc, stream);
-    if (gindex) gindex->step(sd, chunks, ki, zi, stream);
-    const DeviceBuffer dq = to_device(q_all, stream), dkv = to_device(kv_all, stream);
-    const DeviceBuffer dqi = to_device(qi_all, stream), dhw = to_device(hw_all, stream);
-    DeviceBuffer dsel = to_device(std::vector<int32_t>(csa ? static_cast<size_t>(rows) * K : 1, 0x7f7f7f7f), stream);
-    DeviceBuffer dout = nan_buffer(static_cast<size_t>(rows) * H * dh, stream);
-    if (csa) {
-      kern::IndexerParams ip;
-      ip.step = sd.meta;
-      ip.heads = HI;
-      ip.dim = dI;
-      ip.rate = m;
-      ip.top_k = K;
-      ip.max_entries = max_entries;
-      ip.q = dqi.as<float>();
-      ip.head_w = dhw.as<float>();
-      ip.entries = gindex->entries();
-      ip.selected = dsel.as<int32_t>();
-      kern::launch_indexer(ip, stream.get());
-      MEGAMOE_CUDA_CHECK(cudaGetLastError());
-    }
-    kern::AttentionParams ap;
-    ap.step = sd.meta;
-    ap.heads = H;
-    ap.head_dim = dh;
-    ap.window = W;
-    ap.scale = 1.f / std::sqrt(static_cast<float>(dh));
-    ap.q = dq.as<float>();
-    ap.kv = dkv.as<float>();
-    ap.window_pool = window_pool.as<float>();
-    ap.sinks = sinks.as<float>();
-    if (compressed) {
-      ap.entries = gmain->entries();
-      ap.max_entries = max_entries;
-      ap.rate = m;
-    }
-    if (csa) {
-      ap.selected = dsel.as<int32_t>();
-      ap.top_k = K;
-    }
-    ap.out = dout.as<float>();
-    kern::launch_attention(ap, stream.get());
-    MEGAMOE_CUDA_CHECK(cudaGetLastError());
-    kern::WindowUpdateParams wp;
-    wp.step = sd.meta;
-    wp.head_dim = dh;
-    wp.window = W;
-    wp.kv = dkv.as<float>();
-    wp.window_pool = window_pool.as<float>();
-    kern::launch_window_update(wp, stream.get());
-    MEGAMOE_CUDA_CHECK(cudaGetLastError());
-    stream.synchronize();
-
-    // Compressor state of every sequence (absent ones must be untouched).
-    for (int q = 0; q < nseq; ++q) {
-      if (gmain)
-        gmain->expect_matches(plan.slots[q], cpu[q].compressor, at + " main seq " + std::to_string(q), stream,
-                              &entry_err);
-      if (gindex)
-        gindex->expect_matches(plan.slots[q], cpu[q].indexer, at + " indexer seq " + std::to_string(q), stream,
-                               &index_entry_err);
-    }
-    if (::testing::Test::HasFailure()) return;
-
-    // Indexer selection.
-    std::vector<char> same_set(static_cast<size_t>(rows), 1);
-    if (csa) {
-      const std::vector<int32_t> sel = to_host<int32_t>(dsel, static_cast<size_t>(rows) * K, stream);
-      Checker ck(at + " selection");
-      int r = 0;
-      for (const Chunk& c : chunks) {
-        for (int i = 0; i < c.tokens; ++i, ++r) {
-          const FragileScores fragile{qi_all.data() + static_cast<size_t>(r) * HI * dI,
-                                      cpu[static_cast<size_t>(c.seq)].indexer.entries.data(), HI, dI};
-          same_set[static_cast<size_t>(r)] =
-              check_selection(sel.data() + static_cast<size_t>(r) * K, K, cpu_sel[static_cast<size_t>(r)],
-                              cpu_scores[static_cast<size_t>(r)], fragile, ck, sel_stats, "row " + std::to_string(r));
-        }
-      }
-    }
-
-    // Attention output: the GPU's, inverse-rotated like attention_forward, vs the dump.
-    std::vector<float> out = to_host<float>(dout, static_cast<size_t>(rows) * H * dh, stream);
-    {
-      Checker ck(at + " attention");
-      int r = 0;
-      for (const Chunk& c : chunks) {
-        for (int i = 0; i < c.tokens; ++i, ++r) {
-          if (!same_set[static_cast<size_t>(r)]) {
-            ++skipped_rows;
-            continue;
-          }
-          ++checked_rows;
-          for (int h = 0; h < H; ++h) {
-            float* o = out.data() + (static_cast<size_t>(r) * H + h) * dh;
-            const float* ref = o_ref.data() + (static_cast<size_t>(r) * H + h) * dh;
-            model.rope.apply(o, dh, c.pos0 + i, /*inverse=*/true);
-            float scale = 0.0f;
-            for (int e = 0; e < dh; ++e) scale = std::max(scale, std::fabs(ref[e]));
-            scale = std::max(scale, 1e-3f);
-            for (int e = 0; e < dh; ++e) {
-              ck.near(o[e], ref[e], 1e-4 * scale,
-                      "row " + std::to_string(r) + " head " + std::to_string(h) + " ch " + std::to_string(e));
-              out_err_rel = std::max(out_err_rel, std::fabs(static_cast<double>(o[e]) - ref[e]) / scale);
-            }
-          }
-        }
-      }
-    }
-
-    // Window ring vs LayerState::window (the last min(W - 1, seen) rows, oldest first).
-    {
-      const std::vector<float> ring = to_host<float>(window_pool, size_t{kSlots} * W * dh, stream);
-      Checker ck(at + " window ring");
-      for (const Chunk& c : chunks) {
-        const dsv4::LayerState& st = cpu[static_cast<size_t>(c.seq)];
-        const int seen = c.pos0 + c.tokens, keep = static_cast<int>(st.window.size()) / dh;
-        for (int k = 0; k < keep; ++k) {
-          const int p = seen - keep + k;
-          for (int e = 0; e < dh; ++e)
-            ck.same_bits(
-                ring[(static_cast<size_t>(c.slot) * W + p % W) * dh + e], st.window[static_cast<size_t>(k) * dh + e],
-                "seq " + std::to_string(c.seq) + " position " + std::to_string(p) + " ch " + std::to_string(e));
-        }
-      }
-    }
-    if (::testing::Test::HasFailure()) return;
-    for (const auto& [q, t] : step) pos[q] += t;
-    ++step_index;
-  }
-  std::printf(
-      "[   info   ] %s %s: %d steps, %d rows checked; max |entry err| main %.3g indexer %.3g; attention max err / "
-      "head max %.3g; near-tie swaps %d, rows with another set %d (skipped %d)\n",
-      lc.name, split_name(split), step_index, checked_rows, entry_err, index_entry_err, out_err_rel, sel_stats.swaps,
-      sel_stats.set_changes, skipped_rows);
-}
-
-const LayerCase kLayerCases[] = {
-    {"swa_h3_d16_w5", AttentionType::kSliding, 3, 16, 8, 5, 0, 0, 0, 0, 40},
-    {"hca_h4_d32_m8_w8", AttentionType::kHeavilyCompressed, 4, 32, 8, 8, 8, 0, 0, 0, 70},
-    {"hca_h2_d40_m16_w16", AttentionType::kHeavilyCompressed, 2, 40, 8, 16, 16, 0, 0, 0, 90},
-    {"hca_h2_d32_m128_w16", AttentionType::kHeavilyCompressed, 2, 32, 16, 16, 128, 0, 0, 0, 300},
-    {"csa_h6_d40_w8_hi3_di16_k5", AttentionType::kCompressedSparse, 6, 40, 8, 8, 4, 3, 16, 5, 80},
-    {"csa_h2_d16_w5_hi4_di32_k8", AttentionType::kCompressedSparse, 2, 16, 8, 5, 4, 4, 32, 8, 70},
-    {"csa_h5_d32_w16_hi2_di40_k3", AttentionType::kCompressedSparse, 5, 32, 8, 16, 4, 2, 40, 3, 60},
-    {"v4_csa_h64_d512_w128", AttentionType::kCompressedSparse, 64, 512, 64, 128, 4, 64, 128, 512, 200},
-    {"v4_csa_h64_d512_w128_k16", AttentionType::kCompressedSparse, 64, 512, 64, 128, 4, 64, 128, 16, 160},
-    {"v4_hca_h64_d512_w128", AttentionType::kHeavilyCompressed, 64, 512, 64, 128, 128, 0, 0, 0, 300},
-};
-
-void PrintTo(const LayerCase& c, std::ostream* os) { *os << c.name; }
-
-class LayerTest : public ::testing::TestWithParam<std::tuple<LayerCase, Split>> {};
-
-TEST_P(LayerTest, MatchesAttentionForward) {
-  MEGAMOE_REQUIRE_GPU();
-  const auto& [lc, split] = GetParam();
-  run_layer_case(lc, split, 77 + static_cast<uint64_t>(lc.head_dim) * 13 + static_cast<uint64_t>(lc.heads));
-}
-
-INSTANTIATE_TEST_SUITE_P(Shapes, LayerTest,
-                         ::testing::Combine(::testing::ValuesIn(kLayerCases),
-                                            ::testing::Values(Split::kWhole, Split::kChunks, Split::kDecode,
-                                                              Split::kBatch)),
-                         [](const ::testing::TestParamInfo<LayerTest::ParamType>& param_info) {
-                           return std::string(std::get<0>(param_info.param).name) + "_" +
-                                  split_name(std::get<1>(param_info.param));
-                         });
-
-// ===========================================================================
-// Indexer at V4 shapes: given entries, host scores with attention_forward's
-// formula, indexer_top_k.
+// Indexer at V4 shapes: given entries, host scores with dsv4::indexer_scores,
+// indexer_top_k.
 // ===========================================================================
 
 struct IndexerCase {
@@ -1178,7 +847,7 @@ void run_attention_case(const AttentionCase& ac, uint64_t seed) {
   const std::vector<float> out = to_host<float>(dout, static_cast<size_t>(rows) * H * dh, stream);
   const std::vector<float> ring_after = to_host<float>(dring, ring.size(), stream);
 
-  // Reference: attention_forward's attention core over the same keys.
+  // Reference: the CPU backend's attention core over the same keys.
   Checker ck(std::string(ac.name) + " attention");
   double max_rel = 0.0;
   int r = 0;
@@ -1199,19 +868,8 @@ void run_attention_case(const AttentionCase& ac, uint64_t seed) {
       }
       for (int h = 0; h < H; ++h) {
         const float* qh = q.data() + (static_cast<size_t>(r) * H + h) * dh;
-        std::vector<float> logits(key_rows.size());
-        float mx = sinks[static_cast<size_t>(h)];
-        for (size_t j = 0; j < key_rows.size(); ++j) {
-          logits[j] = scale * megamoe::cpu::dot(qh, key_rows[j], dh);
-          mx = std::max(mx, logits[j]);
-        }
-        float denom = std::exp(sinks[static_cast<size_t>(h)] - mx);
-        for (float& l : logits) denom += (l = std::exp(l - mx));
-        std::vector<float> o(static_cast<size_t>(dh), 0.0f);
-        for (size_t j = 0; j < key_rows.size(); ++j) {
-          const float pj = logits[j] / denom;
-          for (int e = 0; e < dh; ++e) o[static_cast<size_t>(e)] += pj * key_rows[j][e];
-        }
+        std::vector<float> o(static_cast<size_t>(dh));
+        dsv4::attend_row(qh, key_rows, dh, scale, sinks[static_cast<size_t>(h)], o.data());
         float omax = 1e-3f;
         for (float v : o) omax = std::max(omax, std::fabs(v));
         const float* got = out.data() + (static_cast<size_t>(r) * H + h) * dh;
