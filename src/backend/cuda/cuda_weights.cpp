@@ -1,6 +1,10 @@
 #include "backend/cuda/cuda_weights.hpp"
 
+#include <atomic>
 #include <chrono>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -22,7 +26,8 @@ std::vector<uint8_t> raw_bytes(const TensorView& v) {
 template <typename T>
 DeviceBuffer upload_vector(const std::vector<T>& host) {
   DeviceBuffer buf(host.size() * sizeof(T));
-  if (!host.empty()) buf.upload(host.data(), host.size() * sizeof(T));
+  // The calling thread's own stream: layers load on several threads at once.
+  if (!host.empty()) buf.upload(host.data(), host.size() * sizeof(T), cudaStreamPerThread);
   return buf;
 }
 
@@ -59,10 +64,33 @@ class Loader {
                  dense("model.hc_head.hc_scale", {1})};
     m.norm = dense("model.norm.weight", {d});
     m.lm_head = linear(ckpt_.weight("lm_head", v, d));
-    for (int64_t l = 0; l < cfg_.num_layers; ++l) {
-      m.layers.push_back(layer(l));
-      report(l + 1, start);
-    }
+    // Layers load on a few threads at once: each reads its tensors from the
+    // mapped files, repacks, and copies to the device concurrently with the
+    // others (host work and copies overlap). A few, not all: every thread
+    // holds one layer's host staging (~4 GB at V4-Flash widths).
+    m.layers.resize(static_cast<size_t>(cfg_.num_layers));
+    int device = 0;
+    MEGAMOE_CUDA_CHECK(cudaGetDevice(&device));
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex error_mutex;
+    std::exception_ptr error;
+    auto worker = [&] {
+      try {
+        MEGAMOE_CUDA_CHECK(cudaSetDevice(device));
+        for (int64_t l = next++; l < cfg_.num_layers && !error; l = next++) {
+          m.layers[static_cast<size_t>(l)] = layer(l);
+          report(++done, start);
+        }
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    };
+    const int64_t threads = std::min<int64_t>(cfg_.num_layers, 4);
+    std::vector<std::thread> pool;
+    for (int64_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (std::thread& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
     m.bytes = static_cast<double>(uploaded_);
     if (progress_) std::fputc('\n', stderr);
     return m;
@@ -83,6 +111,7 @@ class Loader {
 
   void report(int64_t layers_done, std::chrono::steady_clock::time_point start) const {
     if (!progress_) return;
+    std::lock_guard<std::mutex> lock(report_mutex_);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const int width = 30, filled = static_cast<int>(width * layers_done / cfg_.num_layers);
     std::fprintf(stderr, "\rloading [%.*s%*s] %lld/%lld layers, %.2f GB, %.2f GB/s", filled,
@@ -328,7 +357,8 @@ class Loader {
   const ModelConfig& cfg_;
   int64_t max_tokens_ = 0;
   bool progress_ = false;
-  size_t uploaded_ = 0;
+  std::atomic<size_t> uploaded_{0};
+  mutable std::mutex report_mutex_;
 };
 
 }  // namespace
