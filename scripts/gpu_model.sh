@@ -5,11 +5,12 @@
 #   test      every gpu test (GTEST_FILTER narrows it), gtest output in $OUT/gpu_tests.log
 #   flash     a 2-layer V4-Flash-width synthetic checkpoint (NVFP4 experts), then
 #             the CUDA-vs-CPU test on it and bench-forward (prefill and decode)
+#   cli       `megamoe generate --device cuda` prints the same ids as --device cpu on every tiny checkpoint
 #   memcheck  compute-sanitizer memcheck over a subset of the model tests
 # Exits non-zero if any stage fails, naming the failed stages last.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
-STAGES=${STAGES:-build test flash memcheck}
+STAGES=${STAGES:-build test cli flash memcheck}
 BUILD=${BUILD_DIR:-build-gpu}
 FLASH_DIR=${FLASH_DIR:-/tmp/megamoe-flash-2l}
 mkdir -p "$OUT"
@@ -32,6 +33,18 @@ if has test; then
   rc=$?
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran|^\[ info \]" "$OUT/gpu_tests.log" | tail -60
   [[ $rc -eq 0 ]] || { grep -B2 -A12 "Failure$\|error:" "$OUT/gpu_tests.log" | head -150; failed+=("test(rc=$rc)"); }
+fi
+
+if has cli; then
+  for dir in tests/data/tiny-*/; do
+    [[ -f "$dir/golden_ids.json" ]] || continue
+    ids=$(tr -d '[] \n' < "$dir/golden_ids.json" | cut -d, -f1-8)
+    cpu=$("$BUILD/megamoe" generate --model "$dir" --ids "$ids" --max-new-tokens 32 --ignore-eos --device cpu 2>/dev/null)
+    gpu=$("$BUILD/megamoe" generate --model "$dir" --ids "$ids" --max-new-tokens 32 --ignore-eos --device cuda 2>/dev/null)
+    if [[ -n "$cpu" && "$cpu" == "$gpu" ]]; then echo "cli $(basename "$dir"): cuda == cpu ($cpu)"
+    else echo "cli $(basename "$dir"): DIFFER cpu=[$cpu] cuda=[$gpu]"; failed+=("cli:$(basename "$dir")"); fi
+  done | tee "$OUT/cli.log"
+  grep -q DIFFER "$OUT/cli.log" && failed+=(cli)
 fi
 
 if has flash; then
