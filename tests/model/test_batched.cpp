@@ -101,6 +101,29 @@ TEST(BatchedErrors, BadInputLeavesEveryStateUnchanged) {
   EXPECT_EQ(a.position, 0);
 }
 
+// A prompt longer than the backend's largest step runs as chunked prefill and
+// gives the whole prefill's logits; a context past the backend's capacity is
+// refused before the state moves.
+TEST(BatchedLimits, LongPromptRunsInStepsOfMaxStepRows) {
+  const auto whole = dsv4::Model::load(tiny_model_dir("tiny-a"));
+  dsv4::ModelOptions options;
+  options.backend.max_step_rows = 7;
+  options.backend.max_context = 40;
+  const auto stepped = dsv4::Model::load(tiny_model_dir("tiny-a"), options);
+  const std::vector<int32_t> ids = random_ids(30, whole->config().vocab_size, 5);
+  dsv4::SequenceState a = whole->new_sequence(), b = stepped->new_sequence();
+  const std::vector<float> ref = whole->forward(ids, a), got = stepped->forward(ids, b);
+  EXPECT_LE(max_abs_diff(got, ref), 1e-5f * std::max(1.f, max_abs(ref)));
+  EXPECT_EQ(b.position, 30);
+  const std::vector<int32_t> more(11, 3);
+  EXPECT_THROW(stepped->forward(more, b), Error);  // 41 > max_context, chunked path
+  const std::vector<int32_t> short_more(5, 3);
+  stepped->forward(short_more, b);  // 35
+  const std::vector<int32_t> six(6, 3);
+  EXPECT_THROW(stepped->forward(six, b), Error);  // 41 > 40 in one step (the one-step path)
+  EXPECT_EQ(b.position, 35);
+}
+
 INSTANTIATE_TEST_SUITE_P(TinyModels, Batched, ::testing::Values("tiny-a", "tiny-b", "tiny-c"));
 
 }  // namespace

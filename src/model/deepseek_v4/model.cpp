@@ -16,6 +16,15 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const Model
   return std::make_unique<Model>(Checkpoint::open(dir), options);
 }
 
+void Model::check_context(int64_t end) const {
+  MEGAMOE_CHECK(config_.max_position_embeddings <= 0 || end <= config_.max_position_embeddings,
+                "forward: the context of ", end, " tokens exceeds max_position_embeddings = ",
+                config_.max_position_embeddings);
+  const int64_t capacity = backend_->options().max_context;
+  MEGAMOE_CHECK(capacity <= 0 || end <= capacity, "forward: the context of ", end,
+                " tokens exceeds the backend's max_context = ", capacity);
+}
+
 SequenceState Model::new_sequence() const { return SequenceState{0, backend_->new_cache()}; }
 
 void Model::dump(const DumpFn* fn, const std::string& name, const DeviceTensor& t) const {
@@ -105,9 +114,7 @@ std::vector<std::vector<float>> Model::forward_batch(std::span<const SequenceInp
       MEGAMOE_CHECK(in.ids[t] >= 0 && in.ids[t] < v, "token id ", in.ids[t], " at index ", t,
                     " is outside the vocabulary [0, ", v, ")");
     }
-    const int64_t end = in.state->position + static_cast<int64_t>(in.ids.size());
-    MEGAMOE_CHECK(c.max_position_embeddings <= 0 || end <= c.max_position_embeddings, "forward: the context of ",
-                  end, " tokens exceeds max_position_embeddings = ", c.max_position_embeddings);
+    check_context(in.state->position + static_cast<int64_t>(in.ids.size()));
     for (size_t r = 0; r < s; ++r)
       MEGAMOE_CHECK(inputs[r].state != in.state, "forward: sequence ", s, " appears twice in one step");
     all_ids.insert(all_ids.end(), in.ids.begin(), in.ids.end());
@@ -185,14 +192,7 @@ std::vector<float> Model::forward(std::span<const int32_t> ids, SequenceState& s
     const SequenceInput input{ids, &state};
     return std::move(forward_batch({&input, 1}, options).front());
   }
-  MEGAMOE_CHECK(config_.max_position_embeddings <= 0 ||
-                    state.position + static_cast<int64_t>(ids.size()) <= config_.max_position_embeddings,
-                "forward: the context of ", state.position + static_cast<int64_t>(ids.size()),
-                " tokens exceeds max_position_embeddings = ", config_.max_position_embeddings);
-  const int64_t capacity = backend_->options().max_context;
-  MEGAMOE_CHECK(capacity <= 0 || state.position + static_cast<int64_t>(ids.size()) <= capacity,
-                "forward: the context of ", state.position + static_cast<int64_t>(ids.size()),
-                " tokens exceeds the backend's max_context = ", capacity);
+  check_context(state.position + static_cast<int64_t>(ids.size()));  // the whole prompt, before any chunk runs
   for (size_t t = 0; t < ids.size(); ++t)
     MEGAMOE_CHECK(ids[t] >= 0 && ids[t] < config_.vocab_size, "token id ", ids[t], " at index ", t,
                   " is outside the vocabulary [0, ", config_.vocab_size, ")");

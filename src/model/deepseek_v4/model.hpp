@@ -64,6 +64,8 @@ class Model {
  private:
   void attention_block(const StepPlan& step, int64_t l, const DeviceTensor& x, DeviceTensor& out,
                        const DumpFn* dump_fn) const;
+  // Throws when a sequence would reach `end` tokens past the model's or the backend's limit.
+  void check_context(int64_t end) const;
   void dump(const DumpFn* fn, const std::string& name, const DeviceTensor& t) const;
 
   std::unique_ptr<Checkpoint> checkpoint_;
