@@ -1,4 +1,6 @@
 // Shared by every GPU test: skip, saying so, where no CUDA device exists.
+// A broken CUDA runtime on a GPU machine makes device_count() throw, so the
+// test fails loudly instead of skipping.
 #pragma once
 
 #include <gtest/gtest.h>

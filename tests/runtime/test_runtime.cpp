@@ -3,6 +3,8 @@
 // with the decode cache matching a recomputation from scratch.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <set>
 
@@ -95,12 +97,40 @@ TEST(Generate, GreedyTokensMatchArgmaxOfFullRecomputation) {
   EXPECT_EQ(generate(*model, prompt, options), out) << "greedy must be deterministic";
 }
 
-TEST(Generate, StopsAtEosAndRejectsEmptyPrompt) {
+// Generation stops right after the first EOS: the stopped output is exactly
+// the free-running greedy output up to and including its first EOS (the
+// reference comes from the same model run without the stop, not from a
+// hard-coded list), and it is shorter than max_new_tokens.
+TEST(Generate, StopsRightAfterTheFirstEos) {
+  const auto model = dsv4::Model::load(testing::tiny_model_dir("tiny-a"));
+  const int32_t eos = static_cast<int32_t>(model->config().eos_token_id);
+  ASSERT_GE(eos, 0);
+  GenerateOptions free_running;
+  free_running.max_new_tokens = 48;
+  free_running.stop_at_eos = false;
+  // Find a prompt whose greedy continuation reaches EOS (random weights: try a few).
+  std::vector<int32_t> prompt, all;
+  for (int32_t first = 0; first < 64 && all.end() == std::find(all.begin(), all.end(), eos); ++first) {
+    prompt = {first, static_cast<int32_t>((first * 7 + 3) % 128), static_cast<int32_t>((first * 13 + 5) % 128)};
+    all = generate(*model, prompt, free_running);
+  }
+  const auto first_eos = std::find(all.begin(), all.end(), eos);
+  ASSERT_NE(first_eos, all.end()) << "no prompt tried reaches EOS within 48 tokens";
+  const std::vector<int32_t> expected(all.begin(), first_eos + 1);
+  GenerateOptions stopping = free_running;
+  stopping.stop_at_eos = true;
+  const std::vector<int32_t> stopped = generate(*model, prompt, stopping);
+  EXPECT_EQ(stopped, expected);
+  EXPECT_LT(stopped.size(), static_cast<size_t>(stopping.max_new_tokens));
+}
+
+TEST(Generate, RejectsAnEmptyPromptAndGeneratesNothingForZeroTokens) {
   const auto model = dsv4::Model::load(testing::tiny_model_dir("tiny-a"));
   GenerateOptions options;
   options.max_new_tokens = 3;
   EXPECT_THROW(generate(*model, std::vector<int32_t>{}, options), Error);
-  EXPECT_TRUE(generate(*model, std::vector<int32_t>{4}, GenerateOptions{0, {}, true}).empty());
+  options.max_new_tokens = 0;
+  EXPECT_TRUE(generate(*model, std::vector<int32_t>{4}, options).empty());
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "backend/cuda/device.hpp"
 
+#include <filesystem>
+
 #include "backend/cuda/cuda_check.hpp"
 #include "core/error.hpp"
 
@@ -7,11 +9,15 @@ namespace megamoe::cuda {
 
 int device_count() {
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" status
-    return 0;
-  }
-  return count;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status == cudaSuccess) return count;
+  cudaGetLastError();  // clear the sticky status
+  // No GPU here at all (no NVIDIA device node): genuinely none. A machine that
+  // has the device nodes but whose runtime fails is broken, and must not read
+  // as "no GPU" (every gpu test would skip and the run would look green).
+  if (!std::filesystem::exists("/dev/nvidiactl") && !std::filesystem::exists("/dev/nvidia0")) return 0;
+  MEGAMOE_THROW("CUDA runtime error on a machine with NVIDIA devices: cudaGetDeviceCount failed with ",
+                cudaGetErrorName(status), " (", cudaGetErrorString(status), ")");
 }
 
 std::string describe_device(int device) {

@@ -10,7 +10,8 @@
 
 namespace megamoe::cuda {
 
-// Number of usable CUDA devices; 0 where there is no driver or no device.
+// Number of usable CUDA devices; 0 where the machine has no NVIDIA device
+// (no /dev/nvidia* node). Throws when the devices exist but the runtime fails.
 int device_count();
 
 // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)".
