@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <mutex>
 
+#include "kernels/common/warp_reduce.cuh"
+
 namespace megamoe::cuda::kernels::attention_detail {
 
 // Rotates pair i of the tail (v[base + 2i], v[base + 2i + 1]) at position pos,
@@ -23,19 +25,6 @@ __device__ __forceinline__ void rope_pair(float* v, int base, int i, int pos, fl
   const float a = v[base + 2 * i], b = v[base + 2 * i + 1];
   v[base + 2 * i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
   v[base + 2 * i + 1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
 }
 
 // Block-wide sum / max in a fixed order (warp butterfly, then warp 0 over the

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/common/warp_reduce.cuh"
 #include "kernels/mhc/mhc_params.hpp"
 
 namespace megamoe::cuda::kernels {
@@ -43,21 +44,9 @@ constexpr int kRowsPerPass = 4;  // fn rows per pass of a warp over its columns
 constexpr int kMaxPostStreams = 32;
 constexpr int kPostThreads = 256;
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-  return v;
-}
-
-__device__ __forceinline__ double warp_sum_double(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-  return v;
-}
-
 // Block-wide double sum; every thread gets the same value.
 __device__ __forceinline__ double block_sum_double(double v, double* scratch /*[kWarps]*/) {
-  v = warp_sum_double(v);
+  v = warp_sum(v);
   __syncthreads();  // earlier readers of scratch are done
   if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
   __syncthreads();

@@ -23,6 +23,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "kernels/common/warp_reduce.cuh"
 #include "kernels/moe/dense_moe_params.hpp"
 
 namespace megamoe::cuda::kernels {
@@ -31,11 +32,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-  return v;
-}
 
 // sum_i a[i] * b[i] over the warp (a global, b shared); every lane gets it.
 __device__ __forceinline__ float warp_dot(const float* __restrict__ a, const float* b, int n, bool vec4) {
@@ -68,7 +64,6 @@ __device__ __forceinline__ float clamped_swiglu(float gate, float up, float limi
   return __fmul_rn(silu, up);
 }
 
-__device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
 // out[c] (+)= W2[c] . (weight * swiglu(W1 x, W3 x)) for c < D. `accumulate`:
 // out[c] += dot (routed slots, in order), else out[c] = base[c] + dot (the
@@ -142,20 +137,12 @@ __global__ void __launch_bounds__(kThreads) dense_moe_kernel(const DenseMoeParam
         for (int e = lane; e < E; e += 32) {
           if (taken[e]) continue;
           const float b = p.bias != nullptr ? __fadd_rn(scores[e], p.bias[e]) : __fadd_rn(scores[e], 0.0f);
-          if (better(b, e, bv, bi)) {
+          if (argmax_better(b, e, bv, bi)) {
             bv = b;
             bi = e;
           }
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-          const float ov = __shfl_xor_sync(0xFFFFFFFFu, bv, o);
-          const int oi = __shfl_xor_sync(0xFFFFFFFFu, bi, o);
-          if (better(ov, oi, bv, bi)) {
-            bv = ov;
-            bi = oi;
-          }
-        }
+        warp_argmax(bv, bi);
         if (lane == 0) {
           if (bi == INT_MAX) {  // only NaN scores left: the lowest expert not yet taken
             bi = 0;

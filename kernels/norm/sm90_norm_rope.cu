@@ -25,6 +25,7 @@
 
 #include <cstdint>
 
+#include "kernels/common/warp_reduce.cuh"
 #include "kernels/norm/norm_params.hpp"
 
 namespace megamoe::cuda::kernels {
@@ -34,17 +35,11 @@ constexpr int kNormThreads = 256;
 constexpr int kPointwiseThreads = 256;
 constexpr int kRopeHeadsPerThread = 8;
 
-__device__ __forceinline__ double warp_sum_double(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, o);
-  return v;
-}
-
 // Block-wide double sum; every thread gets the same value (the per-warp
 // partials are added in warp order by every thread).
 template <int kThreads>
 __device__ __forceinline__ double block_sum_double(double v, double* scratch /*[kThreads / 32]*/) {
-  v = warp_sum_double(v);
+  v = warp_sum(v);
   __syncthreads();  // earlier readers of scratch are done
   if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
   __syncthreads();

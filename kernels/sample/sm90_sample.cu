@@ -39,6 +39,7 @@
 #include <climits>
 #include <cstdint>
 
+#include "kernels/common/warp_reduce.cuh"
 #include "kernels/sample/sample_params.hpp"
 
 namespace megamoe::cuda::kernels {
@@ -90,27 +91,18 @@ struct Smem {
 
 // ---- greedy ---------------------------------------------------------------
 
-__device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
 
 __device__ int argmax_row(const float* __restrict__ row, int vocab, Smem& sh) {
   float bv = -INFINITY;
   int bi = INT_MAX;
   for (int i = threadIdx.x; i < vocab; i += kThreads) {
     const float v = __ldg(row + i);
-    if (better(v, i, bv, bi)) {
+    if (argmax_better(v, i, bv, bi)) {
       bv = v;
       bi = i;
     }
   }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xFFFFFFFFu, bv, o);
-    const int oi = __shfl_xor_sync(0xFFFFFFFFu, bi, o);
-    if (better(ov, oi, bv, bi)) {
-      bv = ov;
-      bi = oi;
-    }
-  }
+  warp_argmax(bv, bi);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) {
     sh.warp_value[warp] = bv;
@@ -119,7 +111,7 @@ __device__ int argmax_row(const float* __restrict__ row, int vocab, Smem& sh) {
   __syncthreads();
   if (threadIdx.x == 0) {
     for (int w = 1; w < kWarps; ++w)
-      if (better(sh.warp_value[w], sh.warp_index[w], bv, bi)) {
+      if (argmax_better(sh.warp_value[w], sh.warp_index[w], bv, bi)) {
         bv = sh.warp_value[w];
         bi = sh.warp_index[w];
       }

@@ -37,25 +37,11 @@ using megamoe::cuda::Stream;
 namespace kern = megamoe::cuda::kernels;
 namespace cpu = megamoe::cpu;
 
-template <typename T>
-DeviceBuffer to_device(const std::vector<T>& v) {
-  DeviceBuffer b(std::max<size_t>(v.size() * sizeof(T), 4));
-  if (!v.empty()) b.upload(v.data(), v.size() * sizeof(T));
-  return b;
-}
-
-template <typename T>
-std::vector<T> from_device(const DeviceBuffer& b, size_t n, const Stream& s) {
-  std::vector<T> v(n);
-  b.download(v.data(), n * sizeof(T), s.get());
-  return v;
-}
+using megamoe::testing::from_device;
+using megamoe::testing::to_device;
 
 std::vector<float> normal(size_t n, std::mt19937_64& rng, float stddev) {
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = stddev * d(rng);
-  return v;
+  return megamoe::testing::normal(n, rng, 0.0f, stddev);
 }
 
 struct MoeCase {

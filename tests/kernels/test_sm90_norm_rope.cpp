@@ -38,26 +38,10 @@ using megamoe::cuda::DeviceBuffer;
 using megamoe::cuda::Stream;
 namespace kern = megamoe::cuda::kernels;
 
-template <typename T>
-DeviceBuffer to_device(const std::vector<T>& v) {
-  DeviceBuffer b(std::max<size_t>(v.size() * sizeof(T), 4));
-  if (!v.empty()) b.upload(v.data(), v.size() * sizeof(T));
-  return b;
-}
+using megamoe::testing::from_device;
+using megamoe::testing::to_device;
 
-template <typename T>
-std::vector<T> from_device(const DeviceBuffer& b, size_t n, const Stream& s) {
-  std::vector<T> v(n);
-  b.download(v.data(), n * sizeof(T), s.get());
-  return v;
-}
-
-std::vector<float> normal(size_t n, std::mt19937_64& rng, float mean, float stddev) {
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = mean + stddev * d(rng);
-  return v;
-}
+using megamoe::testing::normal;
 
 uint32_t bits_of(float f) {
   uint32_t b;

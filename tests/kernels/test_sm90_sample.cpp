@@ -33,19 +33,8 @@ using megamoe::cuda::DeviceBuffer;
 using megamoe::cuda::Stream;
 namespace kern = megamoe::cuda::kernels;
 
-template <typename T>
-DeviceBuffer to_device(const std::vector<T>& v) {
-  DeviceBuffer b(std::max<size_t>(v.size() * sizeof(T), 4));
-  if (!v.empty()) b.upload(v.data(), v.size() * sizeof(T));
-  return b;
-}
-
-template <typename T>
-std::vector<T> from_device(const DeviceBuffer& b, size_t n, const Stream& s) {
-  std::vector<T> v(n);
-  b.download(v.data(), n * sizeof(T), s.get());
-  return v;
-}
+using megamoe::testing::from_device;
+using megamoe::testing::to_device;
 
 enum class Logits { kNormal, kQuantized, kAllEqual, kFewHigh };
 
