@@ -37,9 +37,12 @@ Measurements (time.perf_counter around each call with torch.cuda.synchronize; me
   prefill: P random tokens from an empty cache, in chunks of --prefill-chunk tokens (transformers'
            chunked prefill; its eager attention materialises [heads, chunk, window + chunk +
            compressed entries] scores in fp32, so one 32K chunk cannot fit); tokens/s = P / time.
-A case that does not fit (CUDA out of memory; also a halved prefill chunk down to 256 is tried)
-or would not finish within --max-seconds is skipped with the reason printed; the run ends cleanly
-with the table of what ran.
+On CUDA the prefill chunk is lowered up front (halving, down to 256) until those transients fit the
+free memory, and halved again on an out-of-memory error. A case that does not fit (out of memory)
+or would not finish within --max-seconds (estimated from the prefill rate and step times seen so
+far; also checked between chunks and steps) is skipped with the reason printed; the run ends
+cleanly with the table and JSON lines of what ran. Order: decode at the first context, the prefill
+lengths, then decode at the longer contexts.
 
 No CUDA graph / torch.compile option: transformers 5.17 has no static cache for this model (its
 `_can_compile_fullgraph = False`; `StaticCache` has no layer class for
@@ -387,7 +390,7 @@ def load_model(model_dir, device, dtype, layers=None, experts_impl=None, log=pri
             for bname, buf in rot.named_buffers():
                 setattr(mod, bname, buf.to(device))
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
+    if left and device.type != "meta":
         raise RuntimeError(f"still on the meta device after loading: {left[:5]}")
     if experts_impl:
         model.set_experts_implementation(experts_impl)
@@ -903,6 +906,8 @@ def main():
     ap.add_argument("--megamoe", help="megamoe binary for --check-logits (its CPU logits)")
     ap.add_argument("--tolerance", type=float, default=1e-4, help="--check-logits: max |diff| / max(|logit|, 1)")
     ap.add_argument("--probe-static-cache", action="store_true", help="try transformers' StaticCache and exit")
+    ap.add_argument("--dry-run", action="store_true", help="map the checkpoint onto the model on the meta device "
+                    "(names, shapes, formats; no data read) and exit")
     a = ap.parse_args()
     a.t_start = _T0
     if a.threads:
@@ -915,6 +920,12 @@ def main():
     if a.probe_static_cache:
         return probe_static_cache(a)
     a.dtype = a.dtype or "bf16"
+    if a.dry_run:  # names, shapes and formats only: tensors stay on the meta device (no data read)
+        _, cfg, info = load_model(a.model, torch.device("meta"), _DTYPES[a.dtype],
+                                  None if a.layers in (None, "auto") else int(a.layers))
+        print(f"dry run ok: {cfg.num_hidden_layers} layers {cfg.layer_types}, {info['param_bytes'] / 2**30:.1f} GiB "
+              f"in {a.dtype}, {layer_bytes_bf16(cfg) / 2**30:.2f} GiB per layer (bf16)")
+        return 0
     a.contexts = [parse_size(c) for c in a.contexts]
     a.prefill = [parse_size(p) for p in a.prefill]
     if a.device.startswith("cuda") and not torch.cuda.is_available():
