@@ -495,11 +495,24 @@ class Bench:
         self.results = []
         self.jsonf = open(a.json, "w") if a.json else None
         self.full_depth = {4096: 43, 7168: 61}.get(cfg.hidden_size)
-        self.prefill_rate = None  # tokens/s seen so far, for time estimates
+        self.longest_fill = None  # (tokens, seconds) of the longest prefill so far, for time estimates
         self.head_ms = {}
 
     def left(self):
         return self.deadline - time.perf_counter()
+
+    def estimate_fill(self, tokens):
+        """Seconds to prefill `tokens`, from the longest prefill so far, taking half of that time as growing
+        with the length (attention over the window and tokens/4 compressed entries) beyond it."""
+        if not self.longest_fill:
+            return 0.0
+        t, secs = self.longest_fill
+        r = tokens / t
+        return secs * r * (0.5 + 0.5 * r) if r > 1 else secs * r
+
+    def saw_fill(self, tokens, secs):
+        if not self.longest_fill or tokens >= self.longest_fill[0]:
+            self.longest_fill = (tokens, secs)
 
     def ids(self, batch, n):
         return torch.randint(2, self.cfg.vocab_size, (batch, n), generator=self.gen).to(self.device)
@@ -583,7 +596,7 @@ class Bench:
         case = dict(tokens=tokens)
         if tokens > self.cfg.max_position_embeddings:
             return self.skip("prefill", "longer than max_position_embeddings", **case)
-        est = tokens / self.prefill_rate * 1.5 if self.prefill_rate else 0.0
+        est = self.estimate_fill(tokens)
         if est > self.left():
             return self.skip("prefill", f"estimated {est:.0f} s > {max(self.left(), 0):.0f} s left of --max-seconds",
                              **case)
@@ -598,6 +611,7 @@ class Bench:
                 cache = None
                 free(self.device)
                 times.append(secs)
+                self.saw_fill(tokens, secs)
         except OverBudget as e:
             why = None if times else str(e)
         except Exception as e:  # noqa: BLE001
@@ -607,7 +621,6 @@ class Bench:
         if why:
             return self.skip("prefill", why, **case)
         med = statistics.median(times)
-        self.prefill_rate = tokens / med
         rec = dict(kind="prefill", status="ok", tokens=tokens, chunk=chunk, iters=len(times), ms=med * 1e3,
                    tokens_per_s=tokens / med, ms_per_layer=med * 1e3 / self.cfg.num_hidden_layers)
         if self.full_depth:
@@ -623,7 +636,7 @@ class Bench:
             for b in batches:
                 self.skip("decode", "context longer than max_position_embeddings", batch=b, context=context)
             return
-        est = context / self.prefill_rate * 2.0 if self.prefill_rate else 0.0
+        est = self.estimate_fill(context)
         if est > self.left():
             for b in batches:
                 self.skip("decode", f"prefilling the context: estimated {est:.0f} s > {max(self.left(), 0):.0f} s "
@@ -641,8 +654,7 @@ class Bench:
             for b in batches:
                 self.skip("decode", why, batch=b, context=context)
             return
-        if not self.prefill_rate:
-            self.prefill_rate = context / secs
+        self.saw_fill(context, secs)
         print(f"  (context {size_label(context)} prefilled in {secs:.1f} s, chunks of {chunk})", flush=True)
         last_step = None
         for b in batches:
