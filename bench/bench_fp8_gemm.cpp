@@ -1,4 +1,4 @@
-// `megamoe bench-fp8-gemm`: DeepSeek-style block-scaled FP8 linears on one
+// `megamoe bench fp8-gemm`: DeepSeek-style block-scaled FP8 linears on one
 // GPU, cuBLASLt against our own kernel, for the DeepSeek-V4-Flash attention
 // and shared-expert shapes (y[M, N] = x[M, K] W[N, K]^T, W E4M3 with one fp32
 // scale per 128x128 tile), M (tokens) in {1 .. 4096}.
@@ -814,7 +814,7 @@ int run_bench(int argc, char** argv) {
   return any_failure ? 1 : 0;
 }
 
-const megamoe::cli::Registration kBenchFp8Gemm{
-    "bench-fp8-gemm", "time block-scaled FP8 linears: cuBLASLt vs ours (DeepSeek-V4-Flash shapes)", run_bench};
+const megamoe::cli::BenchRegistration kBenchFp8Gemm{
+    "fp8-gemm", "time block-scaled FP8 linears: cuBLASLt vs ours (DeepSeek-V4-Flash shapes)", run_bench};
 
 }  // namespace

@@ -1,4 +1,4 @@
-// `megamoe bench-moe`: times the CUDA MoE forward (src/backend/cuda/moe) for
+// `megamoe bench moe`: times the CUDA MoE forward (src/backend/cuda/moe) for
 // the DeepSeek-V4 Flash and Pro shapes, T in {1,4,16,64,256,4096}, uniform
 // and skewed routing. Per case: median of CUDA-event times over warm,
 // rotating inputs, for eager launches and for a CUDA graph replay of the
@@ -279,6 +279,6 @@ int run_bench(int argc, char** argv) {
   return 0;
 }
 
-const megamoe::cli::Registration kBenchMoe{"bench-moe", "time the CUDA MoE forward (issue 5 shapes)", run_bench};
+const megamoe::cli::BenchRegistration kBenchMoe{"moe", "the CUDA MoE forward at Flash and Pro shapes", run_bench};
 
 }  // namespace

@@ -3,8 +3,10 @@
 # first timings, in stages (STAGES="build test flash memcheck bench" by default):
 #   build     CUDA build of megamoe and the gpu tests into build-gpu
 #   test      every gpu test (GTEST_FILTER narrows it), gtest output in $OUT/gpu_tests.log
-#   flash     a 2-layer V4-Flash-width synthetic checkpoint (NVFP4 experts), then
-#             the CUDA-vs-CPU test on it and bench-forward (prefill and decode)
+#   flash     a FLASH_LAYERS-layer (default 4) V4-Flash-width synthetic checkpoint (NVFP4
+#             experts), the CUDA-vs-CPU and graph-vs-eager tests on it, then `bench decode`
+#             (BATCHES x CONTEXTS) and `bench prefill` (PREFILL_TOKENS)
+#   torch     the transformers peer on the same checkpoint (scripts/gpu_torch_peer.sh)
 #   cli       `megamoe generate --device cuda` prints the same ids as --device cpu on every tiny checkpoint
 #   memcheck  compute-sanitizer memcheck over a subset of the model tests
 # Exits non-zero if any stage fails, naming the failed stages last.
@@ -12,7 +14,8 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}
 STAGES=${STAGES:-build test cli flash memcheck}
 BUILD=${BUILD_DIR:-build-gpu}
-FLASH_DIR=${FLASH_DIR:-/tmp/megamoe-flash-2l}
+FLASH_LAYERS=${FLASH_LAYERS:-4}
+FLASH_DIR=${FLASH_DIR:-/tmp/megamoe-flash-${FLASH_LAYERS}l}
 mkdir -p "$OUT"
 failed=()
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -49,20 +52,29 @@ fi
 
 if has flash; then
   if [[ ! -f "$FLASH_DIR/config.json" ]]; then
-    "$BUILD/megamoe" make-synthetic --out "$FLASH_DIR" --preset flash --layers 2 --experts nvfp4 || failed+=(make-synthetic)
+    "$BUILD/megamoe" make-synthetic --out "$FLASH_DIR" --preset flash --layers "$FLASH_LAYERS" --experts nvfp4 \
+      || failed+=(make-synthetic)
   fi
-  MEGAMOE_FLASH_CHECKPOINT=$FLASH_DIR timeout 400 "$BUILD/tests/test_kernels" \
-    --gtest_filter='CudaSyntheticFlash.*' > "$OUT/flash_test.log" 2>&1 || failed+=(flash-test)
-  grep -E "^\[ info \]|OK|FAILED|Failure|Expected|Which is|relative" "$OUT/flash_test.log" | head -20
-  timeout 200 "$BUILD/megamoe" bench-forward --model "$FLASH_DIR" --prefill "${PREFILL:-1024}" --decode 16 \
-    2>&1 | tee "$OUT/bench_forward.log" | grep -v "^loading" || failed+=(bench-forward)
-  timeout 100 "$BUILD/megamoe" bench-forward --model "$FLASH_DIR" --prefill 64 --decode 16 --batch 8 --repeats 2 \
-    2>&1 | tee -a "$OUT/bench_forward.log" | grep -v "^loading" || failed+=(bench-forward-batch)
+  if [[ "${FLASH_TEST:-1}" == 1 ]]; then
+    MEGAMOE_FLASH_CHECKPOINT=$FLASH_DIR timeout 400 "$BUILD/tests/test_kernels" \
+      --gtest_filter='CudaSyntheticFlash.*:DecodeGraphFlash.*' > "$OUT/flash_test.log" 2>&1 || failed+=(flash-test)
+    grep -E "^\[ info \]|OK|FAILED|Failure|Expected|Which is|relative" "$OUT/flash_test.log" | head -20
+  fi
+  # shellcheck disable=SC2086  # lists
+  timeout 300 "$BUILD/megamoe" bench decode --model "$FLASH_DIR" --batches ${BATCHES:-1 8 32 64 128} \
+    --contexts ${CONTEXTS:-1K 16K 64K} 2>&1 | tee "$OUT/bench_decode.log" | grep -v "^.loading" || failed+=(bench-decode)
+  # shellcheck disable=SC2086
+  timeout 200 "$BUILD/megamoe" bench prefill --model "$FLASH_DIR" --tokens ${PREFILL_TOKENS:-1K 8K 32K} \
+    2>&1 | tee "$OUT/bench_prefill.log" | grep -v "^.loading" || failed+=(bench-prefill)
+fi
+
+if has torch; then
+  CHECK=${TORCH_CHECK:-1} bash scripts/gpu_torch_peer.sh "$FLASH_DIR" 2>&1 | tail -40 || failed+=(torch)
 fi
 
 if has memcheck; then
   timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/test_kernels" \
-    --gtest_filter="${MEMCHECK_FILTER:-TinyCheckpoints/CudaModel.LogitsMatchCpuInEveryMode/0:TinyCheckpoints/CudaModel.BatchedStepEqualsCpuSequencesAlone/2:CudaModelErrors.*:ExpertFormats/CudaSynthetic.*/0:TinyCheckpoints/BackendOps.*/5}" \
+    --gtest_filter="${MEMCHECK_FILTER:-TinyCheckpoints/CudaModel.LogitsMatchCpuInEveryMode/0:TinyCheckpoints/CudaModel.BatchedStepEqualsCpuSequencesAlone/2:CudaModelErrors.*:ExpertFormats/CudaSynthetic.*/0:TinyCheckpoints/BackendOps.*/5:TinyCheckpoints/DecodeGraph.ReplayIsBitIdenticalToEagerAndMatchesCpu/1}" \
     > "$OUT/memcheck.log" 2>&1 || failed+=(memcheck)
   tail -4 "$OUT/memcheck.log"
 fi

@@ -60,7 +60,7 @@ struct CompressorParams {
   // Windows closing this step (host-built list): window index w of sequence b.
   int windows = 0;
   const int32_t* window_seq = nullptr;   // [windows] b
-  const int32_t* window_index = nullptr; // [windows] w
+  const int32_t* window_index = nullptr; // [windows] w (-1: padding, skipped)
 };
 
 // Lightning indexer: for each row t (sequence b, position p) with
@@ -75,7 +75,13 @@ struct IndexerParams {
   const float* head_w = nullptr;   // [T, H_I] weights_proj output
   const float* entries = nullptr;  // [S, max_entries, d_I] indexer entries
   int32_t* selected = nullptr;     // [T, top_k] out
+  // Optional scratch [T, max_entries] 64-bit keys: with it, scoring is split
+  // over blocks of entries (few rows at long context); without, one block per row.
+  uint64_t* scored = nullptr;
 };
+
+// Whether a step of `rows` rows should score with the split (IndexerParams::scored).
+inline bool indexer_split_scoring(int rows) { return rows > 0 && rows <= 64; }
 
 // Attention per (row t, head h) with one softmax over
 //   window keys: positions max(0, p - W + 1) .. p (rows of kv for positions

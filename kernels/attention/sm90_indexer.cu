@@ -54,6 +54,7 @@ constexpr int kTile = 64;             // entries per scoring tile (16 groups x 4
 constexpr int kHeadChunk = 64;        // heads per register pass (16 lanes x 4)
 constexpr int kKtStride = kTile + 1;  // transposed tile row stride (floats)
 constexpr int kMinKeys = 64;
+constexpr int kScoreChunk = 512;      // entries per block of the split scoring
 
 std::atomic<int> g_key_cap{0};
 
@@ -87,80 +88,125 @@ __device__ void bitonic_sort_desc(uint64_t* keys, int n) {
   }
 }
 
-__global__ void __launch_bounds__(kThreads)
-    indexer_kernel(IndexerParams p, int key_capacity, int heads_padded, float head_scale, float dim_scale) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  const int dim = p.dim, heads = p.heads, hp = heads_padded, cap = key_capacity;
-  uint64_t* keys = reinterpret_cast<uint64_t*>(smem);                         // [cap]
-  float* qt = reinterpret_cast<float*>(smem + static_cast<size_t>(cap) * 8);  // [dim][hp]
-  float* hw = qt + static_cast<size_t>(dim) * hp;                             // [hp]
-  float* kt = hw + hp;                                                        // [dim][kKtStride]
+// Visible indexer entries of row t.
+__device__ __forceinline__ int visible_entries(const IndexerParams& p, int t) {
+  const int pos = p.step.row_pos[t];
+  return pos >= 0 ? min((pos + 1) / p.rate, p.max_entries) : 0;
+}
 
-  const int t = blockIdx.x;
-  const int b = p.step.row_seq[t], pos = p.step.row_pos[t], slot = p.step.seq_slot[b];
-  const int n = pos >= 0 ? min((pos + 1) / p.rate, p.max_entries) : 0;
-
+// Stages the row's queries transposed (qt [dim][hp]) and scaled head weights.
+__device__ void stage_queries(const IndexerParams& p, int t, int hp, float head_scale, float* qt, float* hw) {
+  const int dim = p.dim, heads = p.heads;
   for (int idx = threadIdx.x; idx < dim * hp; idx += blockDim.x) {
     const int i = idx / hp, h = idx % hp;
     qt[idx] = h < heads ? p.q[(static_cast<size_t>(t) * heads + h) * dim + i] : 0.0f;
   }
   for (int h = threadIdx.x; h < hp; h += blockDim.x)
     hw[h] = h < heads ? __fmul_rn(p.head_w[static_cast<size_t>(t) * heads + h], head_scale) : 0.0f;
+}
+
+// Keys of entries e0 .. e0 + cnt - 1 of `ent` into out[0 .. cnt), in tiles of
+// kTile (qt / hw staged; kt is scratch). The per-entry arithmetic does not
+// depend on how entries are grouped, so every caller gets the same keys.
+__device__ void score_entries(const IndexerParams& p, int hp, float dim_scale, const float* qt, const float* hw,
+                              float* kt, const float* ent, int e0, int cnt, uint64_t* out) {
+  const int dim = p.dim;
+  const int th = threadIdx.x & 15, te = threadIdx.x >> 4;  // head group (lanes), entry group
+  for (int tile0 = 0; tile0 < cnt; tile0 += kTile) {
+    const int tn = min(kTile, cnt - tile0);
+    __syncthreads();  // qt / hw staged; the previous tile's kt reads are done
+    for (int idx = threadIdx.x; idx < kTile * dim; idx += blockDim.x) {
+      const int e = idx / dim, i = idx % dim;
+      kt[i * kKtStride + e] = e < tn ? ent[static_cast<size_t>(e0 + tile0 + e) * dim + i] : 0.0f;
+    }
+    __syncthreads();
+    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int hc = 0; hc < hp; hc += kHeadChunk) {
+      float acc[4][4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[a][j] = 0.0f;
+      const float* qcol = qt + hc + th * 4;
+      const float* kcol = kt + te * 4;
+#pragma unroll 4
+      for (int i = 0; i < dim; ++i) {
+        const float4 qv = *reinterpret_cast<const float4*>(qcol + static_cast<size_t>(i) * hp);
+        const float* kr = kcol + i * kKtStride;
+        const float kv[4] = {kr[0], kr[1], kr[2], kr[3]};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          acc[0][j] = fmaf(qv.x, kv[j], acc[0][j]);
+          acc[1][j] = fmaf(qv.y, kv[j], acc[1][j]);
+          acc[2][j] = fmaf(qv.z, kv[j], acc[2][j]);
+          acc[3][j] = fmaf(qv.w, kv[j], acc[3][j]);
+        }
+      }
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const float w = hw[hc + th * 4 + a];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) part[j] = __fadd_rn(part[j], __fmul_rn(w, fmaxf(acc[a][j], 0.0f)));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int o = 1; o < 16; o <<= 1) part[j] += __shfl_xor_sync(0xffffffffu, part[j], o);
+    }
+    if (th == 0) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int e = te * 4 + j;
+        if (e < tn) out[tile0 + e] = make_key(__fmul_rn(part[j], dim_scale), e0 + tile0 + e);
+      }
+    }
+  }
+}
+
+// Few rows: the scoring spread over blocks (x: chunks of kScoreChunk entries,
+// y: rows) into scored [T, max_entries]; indexer_kernel then only selects.
+__global__ void __launch_bounds__(kThreads)
+    indexer_score_kernel(IndexerParams p, int heads_padded, float head_scale, float dim_scale, uint64_t* scored) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int hp = heads_padded;
+  float* qt = reinterpret_cast<float*>(smem);  // [dim][hp]
+  float* hw = qt + static_cast<size_t>(p.dim) * hp;
+  float* kt = hw + hp;
+  const int t = blockIdx.y;
+  const int n = visible_entries(p, t), e0 = blockIdx.x * kScoreChunk;
+  if (e0 >= n) return;  // block-uniform
+  const int slot = p.step.seq_slot[p.step.row_seq[t]];
+  stage_queries(p, t, hp, head_scale, qt, hw);
+  const float* ent = p.entries + static_cast<size_t>(slot) * p.max_entries * p.dim;
+  score_entries(p, hp, dim_scale, qt, hw, kt, ent, e0, min(kScoreChunk, n - e0),
+                scored + static_cast<size_t>(t) * p.max_entries + e0);
+}
+
+// scored == null: scores its row itself; else reads the keys indexer_score_kernel wrote.
+__global__ void __launch_bounds__(kThreads) indexer_kernel(IndexerParams p, int key_capacity, int heads_padded,
+                                                           float head_scale, float dim_scale, const uint64_t* scored) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int dim = p.dim, hp = heads_padded, cap = key_capacity;
+  uint64_t* keys = reinterpret_cast<uint64_t*>(smem);                         // [cap]
+  float* qt = reinterpret_cast<float*>(smem + static_cast<size_t>(cap) * 8);  // [dim][hp]
+  float* hw = qt + static_cast<size_t>(dim) * hp;                             // [hp]
+  float* kt = hw + hp;                                                        // [dim][kKtStride]
+
+  const int t = blockIdx.x;
+  const int slot = p.step.seq_slot[p.step.row_seq[t]];
+  const int n = visible_entries(p, t);
+  if (scored == nullptr) stage_queries(p, t, hp, head_scale, qt, hw);
 
   const float* ent = p.entries + static_cast<size_t>(slot) * p.max_entries * dim;
-  const int th = threadIdx.x & 15, te = threadIdx.x >> 4;  // head group (lanes), entry group
   int kept = 0;
   for (int c0 = 0; c0 < n;) {
     const int cnt = min(n - c0, cap - kept);
-    for (int tile0 = 0; tile0 < cnt; tile0 += kTile) {
-      const int tn = min(kTile, cnt - tile0);
-      __syncthreads();  // qt / hw staged; the previous tile's kt reads are done
-      for (int idx = threadIdx.x; idx < kTile * dim; idx += blockDim.x) {
-        const int e = idx / dim, i = idx % dim;
-        kt[i * kKtStride + e] = e < tn ? ent[static_cast<size_t>(c0 + tile0 + e) * dim + i] : 0.0f;
-      }
-      __syncthreads();
-      float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (int hc = 0; hc < hp; hc += kHeadChunk) {
-        float acc[4][4];
-#pragma unroll
-        for (int a = 0; a < 4; ++a)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) acc[a][j] = 0.0f;
-        const float* qcol = qt + hc + th * 4;
-        const float* kcol = kt + te * 4;
-#pragma unroll 4
-        for (int i = 0; i < dim; ++i) {
-          const float4 qv = *reinterpret_cast<const float4*>(qcol + static_cast<size_t>(i) * hp);
-          const float* kr = kcol + i * kKtStride;
-          const float kv[4] = {kr[0], kr[1], kr[2], kr[3]};
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            acc[0][j] = fmaf(qv.x, kv[j], acc[0][j]);
-            acc[1][j] = fmaf(qv.y, kv[j], acc[1][j]);
-            acc[2][j] = fmaf(qv.z, kv[j], acc[2][j]);
-            acc[3][j] = fmaf(qv.w, kv[j], acc[3][j]);
-          }
-        }
-#pragma unroll
-        for (int a = 0; a < 4; ++a) {
-          const float w = hw[hc + th * 4 + a];
-#pragma unroll
-          for (int j = 0; j < 4; ++j) part[j] = __fadd_rn(part[j], __fmul_rn(w, fmaxf(acc[a][j], 0.0f)));
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-#pragma unroll
-        for (int o = 1; o < 16; o <<= 1) part[j] += __shfl_xor_sync(0xffffffffu, part[j], o);
-      }
-      if (th == 0) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int e = te * 4 + j;
-          if (e < tn) keys[kept + tile0 + e] = make_key(__fmul_rn(part[j], dim_scale), c0 + tile0 + e);
-        }
-      }
+    if (scored == nullptr) {
+      score_entries(p, hp, dim_scale, qt, hw, kt, ent, c0, cnt, keys + kept);
+    } else {
+      const uint64_t* row = scored + static_cast<size_t>(t) * p.max_entries + c0;
+      for (int i = threadIdx.x; i < cnt; i += blockDim.x) keys[kept + i] = row[i];
     }
     const int total = kept + cnt;
     int padded = 1;
@@ -207,7 +253,16 @@ void launch_indexer(const IndexerParams& p, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(capacity) * 8 + staging;
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(p.heads));
   const float dim_scale = 1.0f / std::sqrt(static_cast<float>(p.dim));
-  indexer_kernel<<<p.step.rows, kThreads, smem, stream>>>(p, capacity, hp, head_scale, dim_scale);
+  const uint64_t* scored = nullptr;
+  if (p.scored != nullptr) {  // split scoring (the caller sized scored for rows x max_entries)
+    const size_t score_smem = staging;
+    static SmemOptIn score_optin;
+    (void)score_optin.limit(reinterpret_cast<const void*>(indexer_score_kernel));
+    const dim3 grid((p.max_entries + kScoreChunk - 1) / kScoreChunk, p.step.rows);
+    indexer_score_kernel<<<grid, kThreads, score_smem, stream>>>(p, hp, head_scale, dim_scale, p.scored);
+    scored = p.scored;
+  }
+  indexer_kernel<<<p.step.rows, kThreads, smem, stream>>>(p, capacity, hp, head_scale, dim_scale, scored);
 }
 
 }  // namespace megamoe::cuda::kernels

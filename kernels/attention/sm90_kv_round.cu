@@ -46,7 +46,7 @@ __global__ void kv_round_rows(KvRoundParams p) {
 
 __global__ void kv_round_entries(KvRoundParams p) {
   const int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  if (w >= p.windows) return;
+  if (w >= p.windows || p.window_index[w] < 0) return;  // index -1: a fixed plan's padding
   const int slot = p.step.seq_slot[p.window_seq[w]];
   float* row = p.entries + (static_cast<long long>(slot) * p.max_entries + p.window_index[w]) * p.dim;
   round_row(row, p.dim, p.rope_dim);

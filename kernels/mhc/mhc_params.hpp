@@ -26,6 +26,10 @@ struct HcPreParams {
   const float* norm = nullptr;   // [D] weight of the RMSNorm applied to u
   float* u = nullptr;            // [T, D] out: block input
   float* mix = nullptr;          // [T, (2 + n_c) n_c] out: pre [n_c], post [n_c], comb [n_c, n_c] (row j = source)
+  // Few tokens: the mixing dot products split over `splits` blocks per token
+  // (hc_mix_splits), through scratch split [T, splits, (2 + n_c) n_c].
+  int splits = 1;
+  float* split = nullptr;
 };
 
 struct HcPostParams {
@@ -44,7 +48,12 @@ struct HcHeadParams {
   const float* base = nullptr;   // [n_c]
   const float* scale = nullptr;  // [1]
   float* h = nullptr;            // [tokens, D] out (not normalised; the caller applies the final RMSNorm)
+  int splits = 1;                // as HcPreParams; scratch split [tokens, splits, n_c]
+  float* split = nullptr;
 };
+
+// Blocks per token for the mixing dot products at this many tokens (1 = no split).
+int hc_mix_splits(int tokens);
 
 void launch_hc_pre(const HcPreParams& p, cudaStream_t stream);
 void launch_hc_post(const HcPostParams& p, cudaStream_t stream);

@@ -29,6 +29,7 @@
 // rms_norm_rows / hc_post / hc_head of src/backend/cpu/dsv4/hyper_connection.cpp).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -43,6 +44,9 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kRowsPerPass = 4;  // fn rows per pass of a warp over its columns
 constexpr int kMaxPostStreams = 32;
 constexpr int kPostThreads = 256;
+// Mixing split: aim for about two blocks per SM (132 on H200) when tokens are few.
+constexpr int kSplitTargetBlocks = 264;
+constexpr int kMaxSplits = 64;
 
 // Block-wide double sum; every thread gets the same value.
 __device__ __forceinline__ double block_sum_double(double v, double* scratch /*[kWarps]*/) {
@@ -67,13 +71,15 @@ __device__ __forceinline__ float sigmoid(float z) { return __fdiv_rn(1.0f, __fad
 // mu[r] = sum_i fn[r, i] * float(xs[i] * inv) for r < rows. Warp w owns a
 // contiguous slice of the columns; partial[r * kWarps + w] collects the warp
 // sums, which are then added in warp order. Ends with a barrier.
+// With splits > 1 the block covers only column slice `split` of `splits`.
 __device__ void mixing_logits(const float* xs, int n, float inv, const float* __restrict__ fn, int rows, bool vec4,
-                              float* partial, float* mu) {
+                              float* partial, float* mu, int split = 0, int splits = 1) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if (vec4) {
     const int n4 = n / 4;
-    const int chunk = (n4 + kWarps - 1) / kWarps;
-    const int begin = warp * chunk, end = min(n4, begin + chunk);
+    const int slice = (n4 + splits - 1) / splits, s0 = min(n4, split * slice), s1 = min(n4, s0 + slice);
+    const int chunk = (s1 - s0 + kWarps - 1) / kWarps;
+    const int begin = s0 + warp * chunk, end = min(s1, begin + chunk);
     const float4* x4 = reinterpret_cast<const float4*>(xs);
     const float4* f4 = reinterpret_cast<const float4*>(fn);
     for (int r0 = 0; r0 < rows; r0 += kRowsPerPass) {
@@ -102,8 +108,9 @@ __device__ void mixing_logits(const float* xs, int n, float inv, const float* __
       }
     }
   } else {
-    const int chunk = (n + kWarps - 1) / kWarps;
-    const int begin = warp * chunk, end = min(n, begin + chunk);
+    const int slice = (n + splits - 1) / splits, s0 = min(n, split * slice), s1 = min(n, s0 + slice);
+    const int chunk = (s1 - s0 + kWarps - 1) / kWarps;
+    const int begin = s0 + warp * chunk, end = min(s1, begin + chunk);
     for (int r0 = 0; r0 < rows; r0 += kRowsPerPass) {
       const int nr = min(kRowsPerPass, rows - r0);
       float acc[kRowsPerPass] = {};
@@ -215,6 +222,37 @@ __device__ __forceinline__ float stage_streams(const float* __restrict__ xt, int
   return inv_rms(block_sum_double(acc, scratch), n, eps);  // the sum's barriers publish xs
 }
 
+// Few tokens: the mixing dot products of one token spread over `splits`
+// blocks (one block would stream all of fn through a single SM). Block
+// (s, t) writes split[(t splits + s) rows + r]; the main kernel adds the
+// slices in order. 1/rms is recomputed per block exactly as stage_streams does.
+__global__ void __launch_bounds__(kThreads) hc_mix_split_kernel(const float* __restrict__ x, int first, int n,
+                                                                 const float* __restrict__ fn, int rows, float rms_eps,
+                                                                 bool vec4, float* split) {
+  extern __shared__ float partial[];  // [rows, kWarps]
+  __shared__ double scratch[kWarps];
+  const int s = blockIdx.x, splits = gridDim.x;
+  const int64_t t = blockIdx.y;
+  const float* xt = x + (first + t) * n;
+  double acc = 0.0;
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const float v = xt[i];
+    acc += static_cast<double>(v) * v;
+  }
+  const float inv = inv_rms(block_sum_double(acc, scratch), n, rms_eps);
+  mixing_logits(xt, n, inv, fn, rows, vec4, partial, split + (t * splits + s) * rows, s, splits);
+}
+
+// mu[r] = the slices' sums added in slice order. Ends with a barrier.
+__device__ void gather_split(const float* split, int64_t t, int splits, int rows, float* mu) {
+  for (int r = threadIdx.x; r < rows; r += kThreads) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v += split[(t * splits + s) * rows + r];
+    mu[r] = v;
+  }
+  __syncthreads();
+}
+
 template <int NC>
 __global__ void __launch_bounds__(kThreads) hc_pre_kernel(const HcPreParams p, bool vec4) {
   extern __shared__ float4 smem4[];
@@ -230,7 +268,11 @@ __global__ void __launch_bounds__(kThreads) hc_pre_kernel(const HcPreParams p, b
   const int lane = threadIdx.x & 31;
 
   const float inv = stage_streams(p.x + t * n, n, p.rms_eps, xs, scratch);
-  mixing_logits(xs, n, inv, p.fn, M, vec4, partial, mu);
+  if (p.splits > 1) {
+    gather_split(p.split, t, p.splits, M, mu);
+  } else {
+    mixing_logits(xs, n, inv, p.fn, M, vec4, partial, mu);
+  }
 
   float* mix = p.mix + t * M;
   if (threadIdx.x < 32) {
@@ -282,7 +324,11 @@ __global__ void __launch_bounds__(kThreads) hc_head_kernel(const HcHeadParams p,
   const int64_t row = blockIdx.x;
 
   const float inv = stage_streams(p.x + (p.first + row) * n, n, p.rms_eps, xs, scratch);
-  mixing_logits(xs, n, inv, p.fn, nc, vec4, partial, mu);
+  if (p.splits > 1) {
+    gather_split(p.split, row, p.splits, nc, mu);
+  } else {
+    mixing_logits(xs, n, inv, p.fn, nc, vec4, partial, mu);
+  }
   for (int j = threadIdx.x; j < nc; j += kThreads)
     pre[j] = __fadd_rn(sigmoid(__fadd_rn(__fmul_rn(mu[j], p.scale[0]), p.base[j])), p.hc_eps);
   __syncthreads();
@@ -348,11 +394,19 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 }  // namespace
 
+int hc_mix_splits(int tokens) {
+  if (tokens <= 0 || tokens >= kSplitTargetBlocks / 2) return 1;
+  return std::min(kMaxSplits, (kSplitTargetBlocks + tokens - 1) / tokens);
+}
+
 void launch_hc_pre(const HcPreParams& p, cudaStream_t stream) {
   if (p.tokens <= 0 || p.streams <= 0 || p.hidden <= 0) return;
   const int nc = p.streams, n = nc * p.hidden, M = (2 + nc) * nc;
   const size_t smem = static_cast<size_t>(n + p.hidden + M * kWarps + M + nc) * sizeof(float);
   const bool vec4 = n % 4 == 0 && aligned16(p.fn);
+  if (p.splits > 1)
+    hc_mix_split_kernel<<<dim3(p.splits, p.tokens), kThreads, M * kWarps * sizeof(float), stream>>>(
+        p.x, 0, n, p.fn, M, p.rms_eps, vec4 && aligned16(p.x), p.split);
   dispatch_streams(nc, [&](auto tag) {
     constexpr int NC = decltype(tag)::value;
     allow_dynamic_smem(hc_pre_kernel<NC>, smem);
@@ -376,6 +430,9 @@ void launch_hc_head(const HcHeadParams& p, cudaStream_t stream) {
   const int nc = p.streams, n = nc * p.hidden;
   const size_t smem = static_cast<size_t>(n + nc * kWarps + 2 * nc) * sizeof(float);
   const bool vec4 = n % 4 == 0 && aligned16(p.fn);
+  if (p.splits > 1)
+    hc_mix_split_kernel<<<dim3(p.splits, p.tokens), kThreads, nc * kWarps * sizeof(float), stream>>>(
+        p.x, p.first, n, p.fn, nc, p.rms_eps, vec4 && aligned16(p.x), p.split);
   allow_dynamic_smem(hc_head_kernel, smem);
   hc_head_kernel<<<p.tokens, kThreads, smem, stream>>>(p, vec4);
 }

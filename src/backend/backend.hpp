@@ -17,12 +17,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "core/error.hpp"
 #include "core/model_config.hpp"
 #include "core/tensor.hpp"
 
@@ -119,6 +121,22 @@ struct SampleRequest {
   double u01 = 0.0;
 };
 
+// Where a step's device time goes (bench decode/prefill): the model marks
+// each group of ops with the stage it belongs to.
+enum class Stage { kMhc, kAttentionProjections, kAttentionCore, kCompressorIndexer, kMoe, kHead };
+inline constexpr int kStageCount = 6;
+inline constexpr const char* kStageNames[kStageCount] = {"mhc", "attn_proj", "attn_core", "compress_index", "moe",
+                                                         "head"};
+struct StageTimes {
+  double ms[kStageCount] = {};
+};
+
+// A recorded step (a CUDA graph), replayed by Backend::replay.
+class StepGraph {
+ public:
+  virtual ~StepGraph() = default;
+};
+
 struct BackendOptions {
   int64_t max_sequences = 4;   // state slots (sequences alive at once)
   int64_t max_context = 0;     // tokens per sequence; 0 = max_position_embeddings capped at 65536
@@ -191,7 +209,58 @@ class Backend {
   virtual void moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& ids, DeviceTensor& y) = 0;
   // Next token per row of logits [R, V].
   virtual std::vector<int32_t> sample(const DeviceTensor& logits, std::span<const SampleRequest> rows) = 0;
+
+  // ---- profiling (eager steps only; no-ops where a backend does not profile) ----
+  // Ops issued after stage(s) belong to s until the next mark.
+  virtual void stage(Stage) {}
+  // Starts timing the marked stages / stops, waits for the device and returns
+  // each stage's device time since begin_profile.
+  virtual void begin_profile() {}
+  virtual StageTimes end_profile() { return {}; }
+
+  // ---- recorded decode steps (backends with can_record(); the CPU has none) ----
+  // A decode step of B one-token sequences can be recorded once and replayed:
+  // its plan and inputs live at fixed device addresses and are rewritten in
+  // place before each replay, and nothing inside the step talks to the host.
+  virtual bool can_record() const { return false; }
+  // A plan for `rows` one-token rows: the sequences first, then padding rows
+  // on a scratch state slot (their outputs are ignored).
+  virtual std::unique_ptr<StepPlan> plan_fixed(std::vector<StepSequence> sequences, int64_t rows);
+  // Rewrites a plan_fixed plan in place for new sequences (at most its rows).
+  virtual void update_fixed(StepPlan& plan, std::vector<StepSequence> sequences);
+  // Device storage for `rows` sampler rows / writes them in stream order.
+  virtual DeviceTensor sample_rows(int64_t rows);
+  virtual void write_sample_rows(DeviceTensor& storage, std::span<const SampleRequest> rows);
+  // ids [R] int32 written in stream order (no wait).
+  virtual void write_ids(DeviceTensor& ids, std::span<const int32_t> values);
+  // The device sampler without a host round trip: out [R] int32.
+  virtual void sample_into(const DeviceTensor& logits, const DeviceTensor& rows, DeviceTensor& out);
+  // Records the ops `body` issues (not running them) / runs a recording.
+  virtual std::unique_ptr<StepGraph> record(const std::function<void()>& body);
+  virtual void replay(StepGraph& graph);
 };
+
+// Backends without recording (can_record() false) never receive these calls.
+inline std::unique_ptr<StepPlan> Backend::plan_fixed(std::vector<StepSequence>, int64_t) {
+  MEGAMOE_THROW(describe(), ": recorded steps are not supported");
+}
+inline void Backend::update_fixed(StepPlan&, std::vector<StepSequence>) {
+  MEGAMOE_THROW(describe(), ": recorded steps are not supported");
+}
+inline DeviceTensor Backend::sample_rows(int64_t) { MEGAMOE_THROW(describe(), ": recorded steps are not supported"); }
+inline void Backend::write_sample_rows(DeviceTensor&, std::span<const SampleRequest>) {
+  MEGAMOE_THROW(describe(), ": recorded steps are not supported");
+}
+inline void Backend::write_ids(DeviceTensor&, std::span<const int32_t>) {
+  MEGAMOE_THROW(describe(), ": recorded steps are not supported");
+}
+inline void Backend::sample_into(const DeviceTensor&, const DeviceTensor&, DeviceTensor&) {
+  MEGAMOE_THROW(describe(), ": recorded steps are not supported");
+}
+inline std::unique_ptr<StepGraph> Backend::record(const std::function<void()>&) {
+  MEGAMOE_THROW(describe(), ": recorded steps are not supported");
+}
+inline void Backend::replay(StepGraph&) { MEGAMOE_THROW(describe(), ": recorded steps are not supported"); }
 
 // The backend of `kind` over an open checkpoint (kept open by the caller for
 // as long as the backend lives). cuda: throws where CUDA is not built or no

@@ -28,7 +28,8 @@ namespace {
 
 struct Args {
   std::string model_dir, ids_text, tokenizer_path, chat_file, prompt, device = "auto";
-  bool kv_fp8 = false;
+  bool kv_fp8 = false, eager = false;
+  int64_t prefill_chunk = 0;
   bool have_ids = false, have_prompt = false, chat = false, thinking = false, no_bos = false, ignore_eos = false, show_ids = false;
   std::vector<std::string> stops;
   megamoe::GenerateOptions options;
@@ -61,6 +62,7 @@ std::unique_ptr<megamoe::dsv4::Model> load_model(const Args& a) {
   options.backend.max_sequences = 1;
   options.backend.progress = true;
   options.backend.kv_fp8 = a.kv_fp8;
+  options.backend.max_step_rows = a.prefill_chunk;
   return megamoe::dsv4::Model::load(a.model_dir, options);
 }
 
@@ -128,6 +130,9 @@ int run_generate(int argc, char** argv) {
   app.add_option("--model", a.model_dir, "checkpoint directory (config.json + safetensors)")->required();
   app.add_option("--device", a.device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
   app.add_flag("--kv-fp8", a.kv_fp8, "round KV as FP8 storage (the official reference's QAT numerics)");
+  app.add_flag("--eager", a.eager, "cuda: launch every decode step's kernels instead of replaying its CUDA graph");
+  app.add_option("--prefill-chunk", a.prefill_chunk, "prompt tokens per prefill step (0: the backend's default)")
+      ->check(CLI::NonNegativeNumber);
   CLI::Option* ids = app.add_option("--ids", a.ids_text, "comma-separated prompt token ids, e.g. 0,5,7 (prints generated ids)");
   app.add_option("--tokenizer", a.tokenizer_path, "Hugging Face tokenizer.json (for --prompt / --chat)");
   CLI::Option* prompt = app.add_option("--prompt", a.prompt,
@@ -152,6 +157,7 @@ int run_generate(int argc, char** argv) {
   a.have_ids = ids->count() > 0;
   a.have_prompt = prompt->count() > 0;
   a.options.stop_at_eos = !a.ignore_eos;
+  a.options.decode_graph = !a.eager;
   check_combinations(a);
   return a.have_ids ? generate_ids(a) : generate_text(a);
 }

@@ -31,4 +31,14 @@ struct Registration {
   }
 };
 
+// `megamoe bench <name>`: benchmarks register the same way in their own table
+// (src/cli/cmd_bench.cpp dispatches; argv[0] = "megamoe bench <name>").
+std::map<std::string, Command>& bench_commands();
+
+struct BenchRegistration {
+  BenchRegistration(const std::string& name, const std::string& summary, CommandFn run) {
+    bench_commands()[name] = Command{summary, std::move(run)};
+  }
+};
+
 }  // namespace megamoe::cli

@@ -49,15 +49,20 @@ std::vector<int32_t> generate(const dsv4::Model& model, std::span<const int32_t>
   forward_options.last_logits_only = true;
   std::vector<int32_t> out;
   if (options.max_new_tokens == 0) return out;
-  std::vector<float> logits = model.forward(prompt, state, forward_options);
-  while (static_cast<int64_t>(out.size()) < options.max_new_tokens) {
-    const int32_t next = sampler.sample(logits);
+  // The prompt's last logits come back for the first choice; after that each
+  // decode step chooses on the device from the sampler's next draw.
+  int32_t next = sampler.sample(model.forward(prompt, state, forward_options));
+  dsv4::DecodeOptions decode_options;
+  decode_options.graph = options.decode_graph;
+  while (true) {
     out.push_back(next);
     if (on_token && !on_token(next)) break;
     if (options.stop_at_eos && next == model.config().eos_token_id) break;
     if (static_cast<int64_t>(out.size()) == options.max_new_tokens) break;
-    const int32_t ids[1] = {next};
-    logits = model.forward(ids, state, forward_options);
+    dsv4::DecodeInput input{next, &state, {}};
+    const SamplingParams& p = sampler.params();
+    input.sample = {p.temperature, p.top_k, p.top_p, p.temperature > 0 ? sampler.next_uniform() : 0.0};
+    next = model.decode({&input, 1}, decode_options).front();
   }
   return out;
 }

@@ -30,6 +30,7 @@ struct GenerateOptions {
   int64_t max_new_tokens = 16;
   SamplingParams sampling;
   bool stop_at_eos = true;  // stop after the config's eos_token_id
+  bool decode_graph = true;  // replay recorded decode steps where the backend records (cuda)
 };
 
 // Prefills `prompt`, then decodes one token at a time until max_new_tokens,

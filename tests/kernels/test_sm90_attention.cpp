@@ -666,7 +666,7 @@ struct IndexerCase {
   int key_cap;  // testing cap of the key capacity (0: none)
 };
 
-void run_indexer_case(const IndexerCase& ic, uint64_t seed) {
+void run_indexer_case(const IndexerCase& ic, uint64_t seed, bool split) {
   std::mt19937_64 rng(seed);
   const int HI = ic.heads, dI = ic.dim, K = ic.top_k, ME = ic.max_entries, m = 4;
   // Entries of every slot; in slots 0 and 1 entry 7 is scaled up and copied to
@@ -703,13 +703,18 @@ void run_indexer_case(const IndexerCase& ic, uint64_t seed) {
   ip.head_w = dhw.as<float>();
   ip.entries = dent.as<float>();
   ip.selected = dsel.as<int32_t>();
+  DeviceBuffer scored;
+  if (split) {  // scoring spread over blocks of entries, then the same selection
+    scored = DeviceBuffer(static_cast<size_t>(rows) * ME * sizeof(uint64_t));
+    ip.scored = scored.as<uint64_t>();
+  }
   kern::set_indexer_key_capacity_for_testing(ic.key_cap);
   kern::launch_indexer(ip, stream.get());
   kern::set_indexer_key_capacity_for_testing(0);
   MEGAMOE_CUDA_CHECK(cudaGetLastError());
   const std::vector<int32_t> sel = to_host<int32_t>(dsel, static_cast<size_t>(rows) * K, stream);
 
-  Checker ck(std::string(ic.name) + " selection");
+  Checker ck(std::string(ic.name) + (split ? " split" : "") + " selection");
   SelectionStats stats;
   int r = 0;
   for (const Chunk& c : chunks) {
@@ -744,7 +749,12 @@ class IndexerTest : public ::testing::TestWithParam<IndexerCase> {};
 
 TEST_P(IndexerTest, MatchesIndexerTopK) {
   MEGAMOE_REQUIRE_GPU();
-  run_indexer_case(GetParam(), 99 + static_cast<uint64_t>(GetParam().max_entries));
+  run_indexer_case(GetParam(), 99 + static_cast<uint64_t>(GetParam().max_entries), /*split=*/false);
+}
+
+TEST_P(IndexerTest, SplitScoringMatchesIndexerTopK) {
+  MEGAMOE_REQUIRE_GPU();
+  run_indexer_case(GetParam(), 99 + static_cast<uint64_t>(GetParam().max_entries), /*split=*/true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, IndexerTest, ::testing::ValuesIn(kIndexerCases),

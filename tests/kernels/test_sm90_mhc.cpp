@@ -89,9 +89,9 @@ HcInputs make_inputs(const HcCase& c, int fn_rows, int scale_n) {
   return in;
 }
 
-void run_hc_pre(const HcCase& c) {
+void run_hc_pre(const HcCase& c, bool split) {
   SCOPED_TRACE(testing::Message() << "hc_pre T=" << c.tokens << " n_c=" << c.streams << " D=" << c.hidden
-                                  << " iters=" << c.iters);
+                                  << " iters=" << c.iters << (split ? " split" : ""));
   const int nc = c.streams, D = c.hidden, n = nc * D, M = (2 + nc) * nc;
   const HcInputs in = make_inputs(c, M, 3);
 
@@ -124,6 +124,13 @@ void run_hc_pre(const HcCase& c) {
   p.norm = norm.as<float>();
   p.u = u.as<float>();
   p.mix = mix.as<float>();
+  DeviceBuffer scratch;
+  if (split) {
+    p.splits = kern::hc_mix_splits(c.tokens);
+    EXPECT_GT(p.splits, 1);
+    scratch = DeviceBuffer(static_cast<size_t>(c.tokens) * p.splits * M * 4);
+    p.split = scratch.as<float>();
+  }
   kern::launch_hc_pre(p, s.get());
   MEGAMOE_CUDA_CHECK(cudaGetLastError());
   const std::vector<float> mix_gpu = from_device<float>(mix, mix_cpu.size(), s);
@@ -181,9 +188,9 @@ void run_hc_post(const HcCase& c) {
   EXPECT_LE(e, 1e-6);
 }
 
-void run_hc_head(const HcCase& c, int first) {
+void run_hc_head(const HcCase& c, int first, bool split) {
   SCOPED_TRACE(testing::Message() << "hc_head T=" << c.tokens << " first=" << first << " n_c=" << c.streams
-                                  << " D=" << c.hidden);
+                                  << " D=" << c.hidden << (split ? " split" : ""));
   const int nc = c.streams, D = c.hidden, n = nc * D;
   const HcInputs in = make_inputs(c, nc, 1);
   const int rows = c.tokens - first;
@@ -204,6 +211,12 @@ void run_hc_head(const HcCase& c, int first) {
   p.base = base.as<float>();
   p.scale = scale.as<float>();
   p.h = h.as<float>();
+  DeviceBuffer scratch;
+  if (split) {
+    p.splits = kern::hc_mix_splits(rows);
+    scratch = DeviceBuffer(static_cast<size_t>(rows) * p.splits * nc * 4);
+    p.split = scratch.as<float>();
+  }
   kern::launch_hc_head(p, s.get());
   MEGAMOE_CUDA_CHECK(cudaGetLastError());
   const std::vector<float> h_gpu = from_device<float>(h, h_cpu.size(), s);
@@ -223,7 +236,7 @@ const HcCase kCases[] = {
 
 TEST(GpuMhc, PreMatchesHcMixCollapseAndNorm) {
   MEGAMOE_REQUIRE_GPU();
-  for (const HcCase& c : kCases) run_hc_pre(c);
+  for (const HcCase& c : kCases) run_hc_pre(c, false), run_hc_pre(c, true);  // one block per token / split mixing
 }
 
 TEST(GpuMhc, PostMatchesCpuInPlace) {
@@ -234,8 +247,10 @@ TEST(GpuMhc, PostMatchesCpuInPlace) {
 TEST(GpuMhc, HeadMatchesCpuFromFirstRow) {
   MEGAMOE_REQUIRE_GPU();
   for (const HcCase& c : kCases) {
-    run_hc_head(c, 0);
-    if (c.tokens > 1) run_hc_head(c, c.tokens - 1);  // last-logits-only head
+    for (const bool split : {false, true}) {
+      run_hc_head(c, 0, split);
+      if (c.tokens > 1) run_hc_head(c, c.tokens - 1, split);  // last-logits-only head
+    }
   }
 }
 

@@ -22,32 +22,44 @@
 namespace megamoe::cuda {
 namespace {
 
-// Device buffers recycled by size: freed tensors go back to a free list, so a
-// step allocates nothing once every size it uses has been seen. All work runs
-// on one stream, so a buffer freed by the host can be reused by later work.
+// Device buffers recycled by size: freed tensors go back to their pool's free
+// list, so a step allocates nothing once every size it uses has been seen.
+// All work runs on one stream, so a buffer freed by the host can be reused by
+// later work. A recorded step allocates from a private pool that lives as
+// long as the recording: its buffers are baked into the graph's kernels, so
+// no eager step may take them.
 class Arena {
  public:
-  ~Arena() {
-    for (auto& [bytes, list] : free_)
-      for (void* p : list) cudaFree(p);
-  }
+  struct Pool {
+    std::mutex mutex;
+    std::map<size_t, std::vector<void*>> free;
+    ~Pool() {
+      for (auto& [bytes, list] : free)
+        for (void* p : list) cudaFree(p);
+    }
+  };
+
   std::shared_ptr<void> get(size_t bytes) {
     bytes = round_up(std::max<size_t>(bytes, 256));
+    std::shared_ptr<Pool> pool = current_;
     void* p = nullptr;
     {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto& list = free_[bytes];
+      std::lock_guard<std::mutex> lock(pool->mutex);
+      auto& list = pool->free[bytes];
       if (!list.empty()) {
         p = list.back();
         list.pop_back();
       }
     }
     if (p == nullptr) MEGAMOE_CUDA_CHECK(cudaMalloc(&p, bytes));
-    return std::shared_ptr<void>(p, [this, bytes](void* q) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      free_[bytes].push_back(q);
+    return std::shared_ptr<void>(p, [pool, bytes](void* q) {
+      std::lock_guard<std::mutex> lock(pool->mutex);
+      pool->free[bytes].push_back(q);
     });
   }
+  // Allocations go to a fresh private pool until end_private().
+  std::shared_ptr<Pool> begin_private() { return current_ = std::make_shared<Pool>(); }
+  void end_private() { current_ = shared_; }
 
  private:
   static size_t round_up(size_t n) {  // powers of two and their halves: < 33% waste
@@ -55,8 +67,7 @@ class Arena {
     while (p < n) p <<= 1;
     return (p / 4) * 3 >= n ? (p / 4) * 3 : p;
   }
-  std::mutex mutex_;
-  std::map<size_t, std::vector<void*>> free_;
+  std::shared_ptr<Pool> shared_ = std::make_shared<Pool>(), current_ = shared_;
 };
 
 // Pinned host staging for the small uploads of a step (ids, step metadata,
@@ -73,6 +84,7 @@ class PinnedStaging {
   // Copies host bytes to device memory `dst` in stream order.
   void copy_to_device(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
     if (bytes == 0) return;
+    MEGAMOE_CHECK(!recording_, "cuda: a host upload inside a recorded step (inputs are written before replay)");
     if (bytes > capacity_) {  // too large to stage: a plain synchronous copy
       MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
       MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -88,8 +100,17 @@ class PinnedStaging {
     used_ += (bytes + 255) / 256 * 256;
   }
   void rewind() { used_ = 0; }  // only when the stream is idle
+  void* base() const { return base_; }
+  size_t capacity() const { return capacity_; }
+  void set_recording(bool on) { recording_ = on; }
 
  private:
+  bool recording_ = false;
+  // Profiling: events from a pool reused by every profile, and the marks of this one.
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> events_;
+  size_t used_events_ = 0;
+  std::vector<std::pair<cudaEvent_t, Stage>> marks_;
   void* base_ = nullptr;
   size_t capacity_ = 0, used_ = 0;
 };
@@ -125,7 +146,32 @@ class CudaPlan : public StepPlan {
  public:
   kernels::StepMeta meta;
   std::shared_ptr<void> storage;  // the device copy of the arrays meta points into
-  std::map<int, std::pair<int, const int32_t*>> windows;  // rate -> (count, device [2, count]: seq, index)
+  // rate -> (count, device [2, count]: seq, index); entries with index -1 are padding.
+  std::map<int, std::pair<int, const int32_t*>> windows;
+  int64_t fixed_rows = 0;  // plan_fixed: rows of one token each (sequences, then padding)
+  size_t storage_ints = 0;
+};
+
+class CudaGraph : public StepGraph {
+ public:
+  ~CudaGraph() override {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+  }
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  std::shared_ptr<void> pool;  // the private arena pool its kernels' buffers came from
+};
+
+// A step's device arrays back to back (kernels::StepMeta): row_seq, row_pos,
+// seq_slot, seq_pos0, seq_tokens, seq_row0, then per compressor rate the
+// closing windows' sequence and index lists.
+struct StepLayout {
+  std::vector<int32_t> host;
+  int rows = 0, batch = 0;
+  size_t row_seq = 0, row_pos = 0, seq_slot = 0, seq_pos0 = 0, seq_tokens = 0, seq_row0 = 0;
+  std::map<int, std::pair<size_t, int>> windows;  // rate -> (offset of the seq list, count)
+  std::vector<int64_t> positions;                 // [rows] as StepPlan::row_pos
 };
 
 const float* f32(const DeviceBuffer& b) { return b.as<float>(); }
@@ -148,6 +194,7 @@ class CudaBackend : public Backend {
     describe_ = "cuda: " + describe_device(device_);
     model_ = load_device_model(checkpoint, options_.max_step_rows, options_.progress);
     allocate_pools();
+    reset_slot(scratch_slot());
     dsv4::RopeTable main(c.rope_main, c.rope_head_dim), compress(c.rope_compress, c.rope_head_dim);
     omega_main_ = upload_floats(main.frequencies());
     omega_compress_ = upload_floats(compress.frequencies());
@@ -155,10 +202,17 @@ class CudaBackend : public Backend {
     slots_->used.assign(static_cast<size_t>(options_.max_sequences), false);
     error_flag_ = DeviceBuffer(sizeof(int32_t));
     MEGAMOE_CUDA_CHECK(cudaMemset(error_flag_.get(), 0, sizeof(int32_t)));
-    sample_workspace_bytes_ = kernels::sample_workspace_bytes(static_cast<int>(options_.max_sequences),
-                                                              static_cast<int>(c.vocab_size));
+    // Fixed plans pad a batch to a power of two, so the sampler takes up to that many rows.
+    sample_capacity_ = 1;
+    while (sample_capacity_ < options_.max_sequences) sample_capacity_ <<= 1;
+    sample_workspace_bytes_ =
+        kernels::sample_workspace_bytes(static_cast<int>(sample_capacity_), static_cast<int>(c.vocab_size));
     sample_workspace_ = DeviceBuffer(sample_workspace_bytes_);
     MEGAMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  ~CudaBackend() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
   }
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
@@ -188,16 +242,22 @@ class CudaBackend : public Backend {
 
   std::vector<int32_t> download_ids(const DeviceTensor& t) override {
     MEGAMOE_CHECK(t.dtype() == DType::I32, "download_ids: only int32 tensors");
+    MEGAMOE_CHECK(!recording_, "cuda: a download inside a recorded step");
+    const size_t bytes = static_cast<size_t>(t.numel()) * 4;
     std::vector<int32_t> out(static_cast<size_t>(t.numel()));
-    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), t.data<int32_t>(), out.size() * 4, cudaMemcpyDeviceToHost,
-                                       stream_.get()));
-    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    // Small reads (sampled ids) land in pinned memory: one short DMA, no staging copy by the driver.
+    void* landing = bytes <= ids_out_.capacity() ? ids_out_.base() : out.data();
+    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(landing, t.data<int32_t>(), bytes, cudaMemcpyDeviceToHost, stream()));
+    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    if (landing != out.data()) std::memcpy(out.data(), landing, bytes);
     staging_.rewind();
+    check_error_flag();
     return out;
   }
 
   std::vector<float> download(const DeviceTensor& t) override {
     MEGAMOE_CHECK(t.dtype() == DType::F32, "download: only fp32 tensors");
+    MEGAMOE_CHECK(!recording_, "cuda: a download inside a recorded step");
     std::vector<float> out(static_cast<size_t>(t.numel()));
     MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), t.data<float>(), out.size() * 4, cudaMemcpyDeviceToHost,
                                        stream_.get()));
@@ -225,68 +285,31 @@ class CudaBackend : public Backend {
 
   std::unique_ptr<StepPlan> plan(std::vector<StepSequence> sequences) override {
     auto plan = std::make_unique<CudaPlan>();
-    std::vector<int32_t> row_seq, row_pos, seq_slot, seq_pos0, seq_tokens, seq_row0;
-    int64_t rows = 0;
-    for (size_t b = 0; b < sequences.size(); ++b) {
-      const StepSequence& s = sequences[b];
-      const auto* cache = dynamic_cast<const CudaCache*>(s.cache);
-      MEGAMOE_CHECK(cache != nullptr, "cuda backend: a sequence's cache is not a CUDA cache");
-      MEGAMOE_CHECK(s.tokens > 0, "step: a sequence with no tokens");
-      MEGAMOE_CHECK(s.pos0 + s.tokens <= options_.max_context, "cuda: the context of ", s.pos0 + s.tokens,
-                    " tokens exceeds the configured maximum of ", options_.max_context, " (max_context)");
-      seq_slot.push_back(cache->slot());
-      seq_pos0.push_back(static_cast<int32_t>(s.pos0));
-      seq_tokens.push_back(static_cast<int32_t>(s.tokens));
-      seq_row0.push_back(static_cast<int32_t>(rows));
-      for (int64_t t = 0; t < s.tokens; ++t) {
-        row_seq.push_back(static_cast<int32_t>(b));
-        row_pos.push_back(static_cast<int32_t>(s.pos0 + t));
-        plan->row_pos.push_back(s.pos0 + t);
-      }
-      rows += s.tokens;
-    }
-    MEGAMOE_CHECK(rows <= options_.max_step_rows, "cuda: a step of ", rows, " rows exceeds max_step_rows = ",
-                  options_.max_step_rows);
-    // Windows closing this step, per compressor rate.
-    std::map<int, std::vector<int32_t>> window_seq, window_index;
-    for (int64_t rate : config_.compress_rates) {
-      if (rate <= 0 || window_seq.count(static_cast<int>(rate))) continue;
-      auto& ws = window_seq[static_cast<int>(rate)];
-      auto& wi = window_index[static_cast<int>(rate)];
-      for (size_t b = 0; b < sequences.size(); ++b) {
-        const int64_t pos0 = sequences[b].pos0, end = pos0 + sequences[b].tokens;
-        for (int64_t w = pos0 / rate; (w + 1) * rate <= end; ++w) {
-          if ((w + 1) * rate - 1 < pos0) continue;
-          ws.push_back(static_cast<int32_t>(b));
-          wi.push_back(static_cast<int32_t>(w));
-        }
-      }
-    }
-    // One upload of everything: row_seq, row_pos, then per-sequence arrays, then window lists.
-    std::vector<int32_t> host;
-    auto append = [&](const std::vector<int32_t>& v) {
-      const size_t at = host.size();
-      host.insert(host.end(), v.begin(), v.end());
-      return at;
-    };
-    const size_t o_seq = append(row_seq), o_pos = append(row_pos), o_slot = append(seq_slot), o_pos0 = append(seq_pos0),
-                 o_tok = append(seq_tokens), o_row0 = append(seq_row0);
-    std::map<int, size_t> o_win;
-    for (auto& [rate, ws] : window_seq) {
-      o_win[rate] = append(ws);
-      append(window_index[rate]);
-    }
-    plan->storage = arena_.get(host.size() * 4);
-    int32_t* base = static_cast<int32_t*>(plan->storage.get());
-    staging_.copy_to_device(base, host.data(), host.size() * 4, stream());
-    kernels::StepMeta& m = plan->meta;
-    m.rows = static_cast<int>(rows);
-    m.batch = static_cast<int>(sequences.size());
-    m.row_seq = base + o_seq, m.row_pos = base + o_pos;
-    m.seq_slot = base + o_slot, m.seq_pos0 = base + o_pos0, m.seq_tokens = base + o_tok, m.seq_row0 = base + o_row0;
-    for (auto& [rate, at] : o_win) plan->windows[rate] = {static_cast<int>(window_seq[rate].size()), base + at};
-    plan->sequences = std::move(sequences);
+    const StepLayout layout = lay_out(sequences, 0);
+    plan->storage = arena_.get(layout.host.size() * 4);
+    plan->storage_ints = layout.host.size();
+    write_plan(*plan, layout, std::move(sequences));
     return plan;
+  }
+
+  std::unique_ptr<StepPlan> plan_fixed(std::vector<StepSequence> sequences, int64_t rows) override {
+    MEGAMOE_CHECK(rows >= static_cast<int64_t>(sequences.size()) && rows > 0, "cuda: a fixed plan of ", rows,
+                  " rows for ", sequences.size(), " sequences");
+    auto plan = std::make_unique<CudaPlan>();
+    plan->fixed_rows = rows;
+    const StepLayout layout = lay_out(sequences, rows);
+    plan->storage = arena_.get(layout.host.size() * 4);
+    plan->storage_ints = layout.host.size();
+    write_plan(*plan, layout, std::move(sequences));
+    return plan;
+  }
+
+  void update_fixed(StepPlan& step, std::vector<StepSequence> sequences) override {
+    auto& plan = static_cast<CudaPlan&>(step);
+    MEGAMOE_CHECK(plan.fixed_rows > 0 && static_cast<int64_t>(sequences.size()) <= plan.fixed_rows,
+                  "cuda: update_fixed on a plan without room for ", sequences.size(), " sequences");
+    const StepLayout layout = lay_out(sequences, plan.fixed_rows);  // before `sequences` is moved from
+    write_plan(plan, layout, std::move(sequences));
   }
 
   void embed(const DeviceTensor& ids, DeviceTensor& streams) override {
@@ -319,6 +342,12 @@ class CudaBackend : public Backend {
     p.norm = f32(site == HcSite::kAttention ? w.input_norm : w.post_attention_norm);
     p.u = u.data<float>();
     p.mix = mix.data<float>();
+    p.splits = kernels::hc_mix_splits(p.tokens);
+    std::shared_ptr<void> scratch;
+    if (p.splits > 1) {
+      scratch = arena_.get(static_cast<size_t>(p.tokens) * p.splits * (2 + p.streams) * p.streams * 4);
+      p.split = static_cast<float*>(scratch.get());
+    }
     kernels::launch_hc_pre(p, stream());
     MEGAMOE_CUDA_CHECK_LAUNCH(stream());
   }
@@ -357,6 +386,12 @@ class CudaBackend : public Backend {
     p.x = gathered.data<float>();
     p.fn = f32(model_.hc_head.fn), p.base = f32(model_.hc_head.base), p.scale = f32(model_.hc_head.scale);
     p.h = h.data<float>();
+    p.splits = kernels::hc_mix_splits(p.tokens);
+    std::shared_ptr<void> scratch;
+    if (p.splits > 1) {
+      scratch = arena_.get(static_cast<size_t>(p.tokens) * p.splits * p.streams * 4);
+      p.split = static_cast<float*>(scratch.get());
+    }
     kernels::launch_hc_head(p, stream());
     MEGAMOE_CUDA_CHECK_LAUNCH(stream());
   }
@@ -469,6 +504,11 @@ class CudaBackend : public Backend {
     p.head_w = head_w.data<float>();
     p.entries = pools_.at(layer).indexer.entries;
     p.selected = selected.data<int32_t>();
+    std::shared_ptr<void> scored;
+    if (kernels::indexer_split_scoring(p.step.rows)) {
+      scored = arena_.get(static_cast<size_t>(p.step.rows) * p.max_entries * sizeof(uint64_t));
+      p.scored = static_cast<uint64_t*>(scored.get());
+    }
     kernels::launch_indexer(p, stream());
     MEGAMOE_CUDA_CHECK_LAUNCH(stream());
   }
@@ -551,36 +591,125 @@ class CudaBackend : public Backend {
   }
 
   std::vector<int32_t> sample(const DeviceTensor& logits, std::span<const SampleRequest> rows) override {
-    const int n = static_cast<int>(rows.size());
-    MEGAMOE_CHECK(n <= options_.max_sequences, "sample: ", n, " rows, the sampler is sized for max_sequences = ",
-                  options_.max_sequences);
-    MEGAMOE_CHECK(logits.numel() == static_cast<int64_t>(n) * config_.vocab_size, "sample: logits shape ",
-                  shape_str(logits.shape()));
-    std::vector<kernels::SampleRow> host(rows.size());
-    for (size_t r = 0; r < rows.size(); ++r) {
+    DeviceTensor storage = sample_rows(static_cast<int64_t>(rows.size()));
+    write_sample_rows(storage, rows);
+    DeviceTensor ids = empty(DType::I32, {static_cast<int64_t>(rows.size())});
+    sample_into(logits, storage, ids);
+    return download_ids(ids);
+  }
+
+  DeviceTensor sample_rows(int64_t rows) override {
+    MEGAMOE_CHECK(rows > 0 && rows <= sample_capacity_, "sample: ", rows, " rows, the sampler is sized for ",
+                  sample_capacity_, " (max_sequences = ", options_.max_sequences, ")");
+    const size_t bytes = static_cast<size_t>(rows) * sizeof(kernels::SampleRow);
+    return DeviceTensor(arena_.get(bytes), DType::U8, {static_cast<int64_t>(bytes)});
+  }
+
+  void write_sample_rows(DeviceTensor& storage, std::span<const SampleRequest> rows) override {
+    MEGAMOE_CHECK(storage.dtype() == DType::U8 &&
+                      static_cast<size_t>(storage.numel()) >= rows.size() * sizeof(kernels::SampleRow),
+                  "write_sample_rows: ", rows.size(), " rows do not fit the storage");
+    std::vector<kernels::SampleRow> host(static_cast<size_t>(storage.numel()) / sizeof(kernels::SampleRow));
+    for (size_t r = 0; r < rows.size(); ++r) {  // rows past `rows` stay greedy
       host[r].temperature = rows[r].temperature;
       host[r].top_k = static_cast<int>(std::min<int64_t>(rows[r].top_k, config_.vocab_size));
       host[r].top_p = rows[r].top_p;
       host[r].u01 = rows[r].u01;
     }
-    std::shared_ptr<void> params = arena_.get(host.size() * sizeof(kernels::SampleRow));
-    std::shared_ptr<void> ids = arena_.get(host.size() * 4);
-    staging_.copy_to_device(params.get(), host.data(), host.size() * sizeof(kernels::SampleRow), stream());
+    staging_.copy_to_device(storage.data<void>(), host.data(), host.size() * sizeof(kernels::SampleRow), stream());
+  }
+
+  void write_ids(DeviceTensor& ids, std::span<const int32_t> values) override {
+    MEGAMOE_CHECK(ids.dtype() == DType::I32 && ids.numel() >= static_cast<int64_t>(values.size()),
+                  "write_ids: ", values.size(), " ids do not fit a tensor of ", ids.numel());
+    staging_.copy_to_device(ids.data<int32_t>(), values.data(), values.size_bytes(), stream());
+  }
+
+  void sample_into(const DeviceTensor& logits, const DeviceTensor& rows, DeviceTensor& out) override {
+    const int n = static_cast<int>(out.numel());
+    MEGAMOE_CHECK(out.dtype() == DType::I32 && n <= sample_capacity_, "sample: ", n, " rows, the sampler is sized for ",
+                  sample_capacity_);
+    MEGAMOE_CHECK(logits.numel() == static_cast<int64_t>(n) * config_.vocab_size, "sample: logits shape ",
+                  shape_str(logits.shape()), " for ", n, " rows");
+    MEGAMOE_CHECK(static_cast<size_t>(rows.numel()) >= static_cast<size_t>(n) * sizeof(kernels::SampleRow),
+                  "sample: fewer sampler rows than logits rows");
     kernels::SampleParams p;
     p.rows = n;
     p.vocab = static_cast<int>(config_.vocab_size);
     p.logits = logits.data<float>();
-    p.row_params = static_cast<const kernels::SampleRow*>(params.get());
-    p.ids = static_cast<int32_t*>(ids.get());
+    p.row_params = rows.data<const kernels::SampleRow>();
+    p.ids = out.data<int32_t>();
     p.workspace = sample_workspace_.get();
     p.workspace_bytes = sample_workspace_bytes_;
     kernels::launch_sample(p, stream());
     MEGAMOE_CUDA_CHECK_LAUNCH(stream());
-    std::vector<int32_t> out(rows.size());
-    MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(out.data(), ids.get(), out.size() * 4, cudaMemcpyDeviceToHost, stream()));
-    MEGAMOE_CUDA_CHECK(cudaStreamSynchronize(stream()));
-    staging_.rewind();
-    return out;
+  }
+
+  void stage(Stage s) override {
+    if (!profiling_ || recording_) return;
+    if (!marks_.empty() && marks_.back().second == s) return;
+    marks_.emplace_back(next_event(), s);
+    MEGAMOE_CUDA_CHECK(cudaEventRecord(marks_.back().first, stream()));
+  }
+
+  void begin_profile() override {
+    MEGAMOE_CHECK(!recording_, "cuda: profiling inside a recorded step");
+    profiling_ = true;
+    marks_.clear();
+    used_events_ = 0;
+  }
+
+  StageTimes end_profile() override {
+    StageTimes times;
+    if (!profiling_) return times;
+    profiling_ = false;
+    cudaEvent_t end = next_event();
+    MEGAMOE_CUDA_CHECK(cudaEventRecord(end, stream()));
+    MEGAMOE_CUDA_CHECK(cudaEventSynchronize(end));
+    for (size_t i = 0; i < marks_.size(); ++i) {
+      float ms = 0;
+      MEGAMOE_CUDA_CHECK(cudaEventElapsedTime(&ms, marks_[i].first, i + 1 < marks_.size() ? marks_[i + 1].first : end));
+      times.ms[static_cast<int>(marks_[i].second)] += ms;
+    }
+    marks_.clear();
+    return times;
+  }
+
+  bool can_record() const override { return true; }
+
+  std::unique_ptr<StepGraph> record(const std::function<void()>& body) override {
+    MEGAMOE_CHECK(!recording_, "cuda: record() inside a recording");
+    auto graph = std::make_unique<CudaGraph>();
+    graph->pool = arena_.begin_private();  // kept by the graph
+    recording_ = true;
+    staging_.set_recording(true);
+    auto stop = [&] {
+      recording_ = false;
+      staging_.set_recording(false);
+      arena_.end_private();
+    };
+    // Relaxed: the private pool may cudaMalloc (not stream work) while recording.
+    MEGAMOE_CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed));
+    try {
+      body();
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      (void)cudaStreamEndCapture(stream(), &broken);
+      if (broken != nullptr) cudaGraphDestroy(broken);
+      (void)cudaGetLastError();
+      stop();
+      throw;
+    }
+    const cudaError_t ended = cudaStreamEndCapture(stream(), &graph->graph);
+    stop();
+    MEGAMOE_CUDA_CHECK(ended);
+    MEGAMOE_CUDA_CHECK(cudaGraphInstantiate(&graph->exec, graph->graph, 0));
+    return graph;
+  }
+
+  void replay(StepGraph& graph) override {
+    auto& g = static_cast<CudaGraph&>(graph);
+    MEGAMOE_CUDA_CHECK(cudaGraphLaunch(g.exec, stream()));
   }
 
  private:
@@ -625,25 +754,121 @@ class CudaBackend : public Backend {
     MEGAMOE_THROW("unknown norm role");
   }
 
+  cudaEvent_t next_event() {
+    if (used_events_ == events_.size()) {
+      cudaEvent_t e = nullptr;
+      MEGAMOE_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    return events_[used_events_++];
+  }
+
+  // Padding rows of fixed plans run on this slot, never handed to a sequence.
+  int scratch_slot() const { return static_cast<int>(options_.max_sequences); }
+
+  // The arrays of a step over `sequences`. pad_rows > 0 (fixed plans): one
+  // token per sequence, padded to pad_rows rows at position 0 on the scratch
+  // slot, every window list pad_rows long (padding entries have index -1).
+  StepLayout lay_out(const std::vector<StepSequence>& sequences, int64_t pad_rows) const {
+    StepLayout out;
+    std::vector<int32_t> row_seq, row_pos, seq_slot, seq_pos0, seq_tokens, seq_row0;
+    auto add = [&](int slot, int64_t pos0, int64_t tokens) {
+      const auto b = static_cast<int32_t>(seq_slot.size());
+      seq_slot.push_back(slot);
+      seq_pos0.push_back(static_cast<int32_t>(pos0));
+      seq_tokens.push_back(static_cast<int32_t>(tokens));
+      seq_row0.push_back(static_cast<int32_t>(row_seq.size()));
+      for (int64_t t = 0; t < tokens; ++t) {
+        row_seq.push_back(b);
+        row_pos.push_back(static_cast<int32_t>(pos0 + t));
+        out.positions.push_back(pos0 + t);
+      }
+    };
+    for (const StepSequence& s : sequences) {
+      const auto* cache = dynamic_cast<const CudaCache*>(s.cache);
+      MEGAMOE_CHECK(cache != nullptr, "cuda backend: a sequence's cache is not a CUDA cache");
+      MEGAMOE_CHECK(s.tokens > 0, "step: a sequence with no tokens");
+      MEGAMOE_CHECK(pad_rows == 0 || s.tokens == 1, "cuda: a fixed plan takes one token per sequence");
+      MEGAMOE_CHECK(s.pos0 + s.tokens <= options_.max_context, "cuda: the context of ", s.pos0 + s.tokens,
+                    " tokens exceeds the configured maximum of ", options_.max_context, " (max_context)");
+      add(cache->slot(), s.pos0, s.tokens);
+    }
+    for (int64_t b = static_cast<int64_t>(sequences.size()); b < pad_rows; ++b) add(scratch_slot(), 0, 1);
+    const auto rows = static_cast<int64_t>(row_seq.size());
+    MEGAMOE_CHECK(rows <= options_.max_step_rows, "cuda: a step of ", rows, " rows exceeds max_step_rows = ",
+                  options_.max_step_rows);
+    out.rows = static_cast<int>(rows);
+    out.batch = static_cast<int>(seq_slot.size());
+    auto append = [&](const std::vector<int32_t>& v) {
+      const size_t at = out.host.size();
+      out.host.insert(out.host.end(), v.begin(), v.end());
+      return at;
+    };
+    out.row_seq = append(row_seq), out.row_pos = append(row_pos), out.seq_slot = append(seq_slot);
+    out.seq_pos0 = append(seq_pos0), out.seq_tokens = append(seq_tokens), out.seq_row0 = append(seq_row0);
+    // Windows closing this step, per compressor rate (real sequences only).
+    for (int64_t r : config_.compress_rates) {
+      const int rate = static_cast<int>(r);
+      if (rate <= 0 || out.windows.count(rate)) continue;
+      std::vector<int32_t> ws, wi;
+      for (size_t b = 0; b < sequences.size(); ++b) {
+        const int64_t pos0 = sequences[b].pos0, end = pos0 + sequences[b].tokens;
+        for (int64_t w = pos0 / rate; (w + 1) * rate <= end; ++w) {
+          if ((w + 1) * rate - 1 < pos0) continue;
+          ws.push_back(static_cast<int32_t>(b));
+          wi.push_back(static_cast<int32_t>(w));
+        }
+      }
+      if (pad_rows > 0) ws.resize(static_cast<size_t>(pad_rows), 0), wi.resize(static_cast<size_t>(pad_rows), -1);
+      out.windows[rate] = {append(ws), static_cast<int>(ws.size())};
+      append(wi);
+    }
+    return out;
+  }
+
+  // Uploads a layout into plan.storage (stream order) and points the plan at it.
+  void write_plan(CudaPlan& plan, const StepLayout& layout, std::vector<StepSequence> sequences) {
+    MEGAMOE_CHECK(layout.host.size() <= plan.storage_ints, "cuda: a step layout outgrew its plan");
+    int32_t* base = static_cast<int32_t*>(plan.storage.get());
+    staging_.copy_to_device(base, layout.host.data(), layout.host.size() * 4, stream());
+    kernels::StepMeta& m = plan.meta;
+    m.rows = layout.rows;
+    m.batch = layout.batch;
+    m.row_seq = base + layout.row_seq, m.row_pos = base + layout.row_pos;
+    m.seq_slot = base + layout.seq_slot, m.seq_pos0 = base + layout.seq_pos0;
+    m.seq_tokens = base + layout.seq_tokens, m.seq_row0 = base + layout.seq_row0;
+    plan.windows.clear();
+    for (const auto& [rate, at] : layout.windows) plan.windows[rate] = {at.second, base + at.first};
+    plan.row_pos = layout.positions;
+    plan.sequences = std::move(sequences);
+  }
+
   void allocate_pools() {
     const ModelConfig& c = config_;
-    const size_t s = static_cast<size_t>(options_.max_sequences);
+    const size_t s = static_cast<size_t>(options_.max_sequences) + 1;  // + the scratch slot
     pools_.resize(static_cast<size_t>(c.num_layers));
+    // Zeroed: state past a sequence's position is never read, but zeros keep
+    // any stray read finite and runs reproducible.
+    auto zeroed = [](size_t bytes) {
+      DeviceBuffer buffer(bytes);
+      MEGAMOE_CUDA_CHECK(cudaMemset(buffer.get(), 0, bytes));
+      return buffer;
+    };
     auto make = [&](kernels::CompressorPools& p, int rate, int width, bool overlap, DeviceBuffer& kv, DeviceBuffer& gate,
                     DeviceBuffer& ovk, DeviceBuffer& ovg, DeviceBuffer& entries) {
       const size_t cw = static_cast<size_t>((overlap ? 2 : 1) * width);
       p.rate = rate, p.width = width, p.overlap = overlap;
       p.max_entries = static_cast<int>(options_.max_context / rate + 1);
-      kv = DeviceBuffer(s * rate * cw * 4), gate = DeviceBuffer(s * rate * cw * 4);
-      if (overlap) ovk = DeviceBuffer(s * rate * width * 4), ovg = DeviceBuffer(s * rate * width * 4);
-      entries = DeviceBuffer(s * p.max_entries * width * 4);
+      kv = zeroed(s * rate * cw * 4), gate = zeroed(s * rate * cw * 4);
+      if (overlap) ovk = zeroed(s * rate * width * 4), ovg = zeroed(s * rate * width * 4);
+      entries = zeroed(s * p.max_entries * width * 4);
       p.buf_kv = kv.as<float>(), p.buf_gate = gate.as<float>();
       p.ov_kv = overlap ? ovk.as<float>() : nullptr, p.ov_gate = overlap ? ovg.as<float>() : nullptr;
       p.entries = entries.as<float>();
     };
     for (int64_t l = 0; l < c.num_layers; ++l) {
       LayerPools& p = pools_[l];
-      p.window = DeviceBuffer(s * c.sliding_window * c.head_dim * 4);
+      p.window = zeroed(s * c.sliding_window * c.head_dim * 4);
       const AttentionType type = c.layer_types.at(l);
       if (type == AttentionType::kSliding) continue;
       const bool csa = type == AttentionType::kCompressedSparse;
@@ -690,6 +915,14 @@ class CudaBackend : public Backend {
   std::vector<LayerPools> pools_;
   DeviceBuffer omega_main_, omega_compress_, error_flag_, sample_workspace_;
   size_t sample_workspace_bytes_ = 0;
+  int64_t sample_capacity_ = 1;
+  PinnedStaging ids_out_{size_t{64} << 10};  // pinned landing of downloaded ids
+  bool recording_ = false;
+  // Profiling: events from a pool reused by every profile, and the marks of this one.
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> events_;
+  size_t used_events_ = 0;
+  std::vector<std::pair<cudaEvent_t, Stage>> marks_;
   std::shared_ptr<SlotPool> slots_;
 };
 

@@ -44,6 +44,7 @@ void Model::attention_block(const StepPlan& step, int64_t l, const DeviceTensor&
   const std::string name = "layers." + std::to_string(l) + ".attn";
 
   // Queries: c = RMS(x Wqa^T) [T, r_q]; q = c Wqb^T [T, H, d_h], per-head unweighted norm, RoPE.
+  b.stage(Stage::kAttentionProjections);
   DeviceTensor cq = b.empty(DType::F32, {rows, c.q_lora_rank});
   b.linear({l, LinearRole::kQa}, x, cq);
   b.rms_norm(cq, c.q_lora_rank, {l, NormRole::kQa});
@@ -63,6 +64,7 @@ void Model::attention_block(const StepPlan& step, int64_t l, const DeviceTensor&
 
   // Compressed entries (CSA/HCA) and, for CSA, the indexer's selection per token.
   DeviceTensor selected;
+  b.stage(Stage::kCompressorIndexer);
   if (type != AttentionType::kSliding) {
     const int64_t width = (type == AttentionType::kCompressedSparse ? 2 : 1) * dh;
     DeviceTensor ck = b.empty(DType::F32, {rows, width}), cz = b.empty(DType::F32, {rows, width});
@@ -88,7 +90,9 @@ void Model::attention_block(const StepPlan& step, int64_t l, const DeviceTensor&
 
   // One softmax over window keys, compressed keys and the sink; inverse RoPE on the output.
   DeviceTensor o = b.empty(DType::F32, {rows, heads, dh});
+  b.stage(Stage::kAttentionCore);
   b.attention(step, l, q, kv, selected, o);
+  b.stage(Stage::kAttentionProjections);
   b.rope(step, o, heads, table, /*inverse=*/true);
   dump(dump_fn, name + ".o", o);
 
@@ -98,13 +102,9 @@ void Model::attention_block(const StepPlan& step, int64_t l, const DeviceTensor&
   b.linear({l, LinearRole::kOb}, a, out);
 }
 
-std::vector<std::vector<float>> Model::forward_batch(std::span<const SequenceInput> inputs,
-                                                     const ForwardOptions& options) const {
-  const ModelConfig& c = config_;
-  const int64_t d = c.hidden_size, v = c.vocab_size, nc = c.hc_mult, mix_width = (2 + nc) * nc;
+std::vector<StepSequence> Model::check_inputs(std::span<const SequenceInput> inputs) const {
+  const int64_t v = config_.vocab_size;
   MEGAMOE_CHECK(!inputs.empty(), "forward: no sequences");
-  // Validate everything before any state changes.
-  std::vector<int32_t> all_ids;
   std::vector<StepSequence> seqs;
   for (size_t s = 0; s < inputs.size(); ++s) {
     const SequenceInput& in = inputs[s];
@@ -117,20 +117,24 @@ std::vector<std::vector<float>> Model::forward_batch(std::span<const SequenceInp
     check_context(in.state->position + static_cast<int64_t>(in.ids.size()));
     for (size_t r = 0; r < s; ++r)
       MEGAMOE_CHECK(inputs[r].state != in.state, "forward: sequence ", s, " appears twice in one step");
-    all_ids.insert(all_ids.end(), in.ids.begin(), in.ids.end());
     seqs.push_back({in.state->cache.get(), in.state->position, static_cast<int64_t>(in.ids.size())});
   }
+  return seqs;
+}
+
+DeviceTensor Model::step_logits(const StepPlan& step, const DeviceTensor& ids, std::span<const int64_t> head_rows,
+                                const DumpFn* dump_fn) const {
+  const ModelConfig& c = config_;
+  const int64_t d = c.hidden_size, v = c.vocab_size, nc = c.hc_mult, mix_width = (2 + nc) * nc;
   Backend& b = *backend_;
-  const std::unique_ptr<StepPlan> step = b.plan(std::move(seqs));  // checks the backend's capacity
-  const int64_t rows = step->rows();
-  const DeviceTensor ids = b.upload_ids(all_ids);
+  const int64_t rows = step.rows();
 
   // Embedding, copied into the n_c residual streams: X [T, n_c, D].
   DeviceTensor streams = b.empty(DType::F32, {rows, nc, d});
+  b.stage(Stage::kMhc);
   b.embed(ids, streams);
   DeviceTensor x = b.empty(DType::F32, {rows, d}), y = b.empty(DType::F32, {rows, d});
   DeviceTensor mix = b.empty(DType::F32, {rows, mix_width});
-  const DumpFn* dump_fn = options.dump;
   if (dump_fn != nullptr) {
     // The embedding rows are stream 0 of X.
     const std::vector<float> xs = b.download(streams);
@@ -141,35 +145,52 @@ std::vector<std::vector<float>> Model::forward_batch(std::span<const SequenceInp
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string name = "layers." + std::to_string(l);
+    b.stage(Stage::kMhc);
     b.hc_pre(l, HcSite::kAttention, streams, x, mix);
     dump(dump_fn, name + ".attn_in", x);
-    attention_block(*step, l, x, y, dump_fn);
+    attention_block(step, l, x, y, dump_fn);
     dump(dump_fn, name + ".attn_out", y);
+    b.stage(Stage::kMhc);
     b.hc_post(streams, y, mix);
 
     b.hc_pre(l, HcSite::kFfn, streams, x, mix);
     dump(dump_fn, name + ".ffn_in", x);
+    b.stage(Stage::kMoe);
     b.moe(l, x, ids, y);
     dump(dump_fn, name + ".ffn_out", y);
+    b.stage(Stage::kMhc);
     b.hc_post(streams, y, mix);
     dump(dump_fn, name + ".streams", streams);
   }
 
   // Head: collapse the streams, final norm, lm_head (fp32 logits).
+  const auto out_rows = static_cast<int64_t>(head_rows.size());
+  DeviceTensor h = b.empty(DType::F32, {out_rows, d});
+  b.hc_head(streams, head_rows, h);
+  b.stage(Stage::kHead);
+  b.rms_norm(h, d, {0, NormRole::kFinal});
+  dump(dump_fn, "final_norm", h);
+  DeviceTensor logits = b.empty(DType::F32, {out_rows, v});
+  b.linear({0, LinearRole::kLmHead}, h, logits);
+  return logits;
+}
+
+std::vector<std::vector<float>> Model::forward_batch(std::span<const SequenceInput> inputs,
+                                                     const ForwardOptions& options) const {
+  const int64_t v = config_.vocab_size;
+  std::vector<StepSequence> seqs = check_inputs(inputs);  // everything, before any state changes
+  std::vector<int32_t> all_ids;
+  for (const SequenceInput& in : inputs) all_ids.insert(all_ids.end(), in.ids.begin(), in.ids.end());
+  Backend& b = *backend_;
+  const std::unique_ptr<StepPlan> step = b.plan(std::move(seqs));  // checks the backend's capacity
+  const DeviceTensor ids = b.upload_ids(all_ids);
   std::vector<int64_t> head_rows;
   int64_t row0 = 0;
   for (const StepSequence& s : step->sequences) {
     for (int64_t t = options.last_logits_only ? s.tokens - 1 : 0; t < s.tokens; ++t) head_rows.push_back(row0 + t);
     row0 += s.tokens;
   }
-  const int64_t out_rows = static_cast<int64_t>(head_rows.size());
-  DeviceTensor h = b.empty(DType::F32, {out_rows, d});
-  b.hc_head(streams, head_rows, h);
-  b.rms_norm(h, d, {0, NormRole::kFinal});
-  dump(dump_fn, "final_norm", h);
-  DeviceTensor logits = b.empty(DType::F32, {out_rows, v});
-  b.linear({0, LinearRole::kLmHead}, h, logits);
-  const std::vector<float> all_logits = b.download(logits);
+  const std::vector<float> all_logits = b.download(step_logits(*step, ids, head_rows, options.dump));
 
   std::vector<std::vector<float>> out;
   int64_t r = 0;
@@ -180,6 +201,91 @@ std::vector<std::vector<float>> Model::forward_batch(std::span<const SequenceInp
     in.state->position += static_cast<int64_t>(in.ids.size());
   }
   return out;
+}
+
+// A decode step at fixed device addresses: its plan, inputs and outputs, and
+// (when recorded) the graph that replays it.
+struct Model::FixedStep {
+  std::unique_ptr<StepPlan> plan;
+  DeviceTensor ids, sample_rows, out, logits;
+  std::unique_ptr<StepGraph> graph;
+};
+
+Model::~Model() = default;
+
+int64_t Model::decode_bucket(int64_t n) const {
+  const Backend& b = *backend_;
+  if (!b.can_record() || n <= 0 || n > kMaxDecodeBucket) return 0;
+  int64_t bucket = 1;
+  while (bucket < n) bucket <<= 1;
+  const int64_t max_rows = b.options().max_step_rows;
+  return max_rows > 0 && bucket > max_rows ? 0 : bucket;
+}
+
+std::vector<int32_t> Model::decode(std::span<const DecodeInput> inputs, const DecodeOptions& options) const {
+  std::vector<SequenceInput> as_inputs;
+  std::vector<int32_t> ids;
+  std::vector<SampleRequest> requests;
+  for (const DecodeInput& in : inputs) {
+    as_inputs.push_back({std::span<const int32_t>(&in.id, 1), in.state});
+    ids.push_back(in.id);
+    requests.push_back(in.sample);
+  }
+  std::vector<StepSequence> seqs = check_inputs(as_inputs);
+  Backend& b = *backend_;
+  const auto n = static_cast<int64_t>(inputs.size());
+  const int64_t bucket = decode_bucket(n);
+  std::vector<int32_t> next;
+  DeviceTensor logits;
+  if (bucket == 0) {  // the plain batched step, then the device sampler
+    const std::unique_ptr<StepPlan> step = b.plan(std::move(seqs));
+    std::vector<int64_t> head_rows(static_cast<size_t>(n));
+    for (int64_t r = 0; r < n; ++r) head_rows[static_cast<size_t>(r)] = r;
+    logits = step_logits(*step, b.upload_ids(ids), head_rows, nullptr);
+    next = b.sample(logits, requests);
+  } else {
+    FixedStep eager;
+    FixedStep* fixed = &eager;
+    if (options.graph) {
+      std::unique_ptr<FixedStep>& cached = decode_steps_[bucket];
+      if (cached == nullptr) cached = std::make_unique<FixedStep>();
+      fixed = cached.get();
+    }
+    if (fixed->plan == nullptr) {
+      fixed->plan = b.plan_fixed(std::move(seqs), bucket);
+      fixed->ids = b.empty(DType::I32, {bucket});
+      fixed->sample_rows = b.sample_rows(bucket);
+      fixed->out = b.empty(DType::I32, {bucket});
+    } else {
+      b.update_fixed(*fixed->plan, std::move(seqs));
+    }
+    ids.resize(static_cast<size_t>(bucket), 0);  // padding rows read token 0
+    b.write_ids(fixed->ids, ids);
+    b.write_sample_rows(fixed->sample_rows, requests);  // padding rows stay greedy
+    std::vector<int64_t> head_rows(static_cast<size_t>(bucket));
+    for (int64_t r = 0; r < bucket; ++r) head_rows[static_cast<size_t>(r)] = r;
+    const auto body = [&] {
+      fixed->logits = step_logits(*fixed->plan, fixed->ids, head_rows, nullptr);
+      b.sample_into(fixed->logits, fixed->sample_rows, fixed->out);
+    };
+    if (options.graph) {
+      if (fixed->graph == nullptr) fixed->graph = b.record(body);
+      b.replay(*fixed->graph);
+    } else {
+      body();
+    }
+    next = b.download_ids(fixed->out);
+    next.resize(static_cast<size_t>(n));
+    logits = fixed->logits;
+  }
+  if (options.logits != nullptr) {
+    const int64_t v = config_.vocab_size;
+    const std::vector<float> all = b.download(logits);
+    options.logits->clear();
+    for (int64_t r = 0; r < n; ++r) options.logits->emplace_back(all.begin() + r * v, all.begin() + (r + 1) * v);
+  }
+  for (const DecodeInput& in : inputs) in.state->position += 1;
+  return next;
 }
 
 std::vector<float> Model::forward(std::span<const int32_t> ids, SequenceState& state,

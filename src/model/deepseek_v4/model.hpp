@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -36,6 +37,21 @@ struct SequenceInput {
   SequenceState* state = nullptr;
 };
 
+// One sequence's token in a decode step, and how its next token is chosen.
+struct DecodeInput {
+  int32_t id = 0;
+  SequenceState* state = nullptr;
+  SampleRequest sample;  // greedy unless set
+};
+
+struct DecodeOptions {
+  // Replay one recorded step per batch bucket where the backend records
+  // (cuda); false runs the same padded step eagerly (bit-identical to it).
+  bool graph = true;
+  // When set: each sequence's logits [V] (a download of B x V floats; tests).
+  std::vector<std::vector<float>>* logits = nullptr;
+};
+
 struct ModelOptions {
   DeviceKind device = DeviceKind::kCpu;
   BackendOptions backend;
@@ -61,7 +77,25 @@ class Model {
   std::vector<float> forward(std::span<const int32_t> ids, SequenceState& state,
                              const ForwardOptions& options = {}) const;
 
+  // One decode step: each sequence's token at its position, its next token
+  // chosen on the device (only the ids come back), the states advanced. On a
+  // recording backend, batches of up to kMaxDecodeBucket sequences are padded
+  // to a power of two and each bucket's step is recorded once (a CUDA graph)
+  // and replayed; larger batches and the CPU run the plain batched step.
+  std::vector<int32_t> decode(std::span<const DecodeInput> inputs, const DecodeOptions& options = {}) const;
+  static constexpr int64_t kMaxDecodeBucket = 256;
+  // The padded batch of a recorded decode of n sequences; 0 when it runs plain.
+  int64_t decode_bucket(int64_t n) const;
+
+  ~Model();
+
  private:
+  struct FixedStep;
+  // Validates a step's inputs before any state changes (ids, context, duplicates).
+  std::vector<StepSequence> check_inputs(std::span<const SequenceInput> inputs) const;
+  // Every layer and the head over a planned step: logits [head_rows, V] on the device.
+  DeviceTensor step_logits(const StepPlan& step, const DeviceTensor& ids, std::span<const int64_t> head_rows,
+                           const DumpFn* dump_fn) const;
   void attention_block(const StepPlan& step, int64_t l, const DeviceTensor& x, DeviceTensor& out,
                        const DumpFn* dump_fn) const;
   // Throws when a sequence would reach `end` tokens past the model's or the backend's limit.
@@ -71,6 +105,7 @@ class Model {
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelConfig config_;
   std::unique_ptr<Backend> backend_;
+  mutable std::map<int64_t, std::unique_ptr<FixedStep>> decode_steps_;  // recorded decode per bucket
 };
 
 }  // namespace megamoe::dsv4

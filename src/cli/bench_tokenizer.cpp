@@ -1,4 +1,4 @@
-// `megamoe bench-tokenizer`: single-thread encode throughput (MB/s) of the
+// `megamoe bench tokenizer`: single-thread encode throughput (MB/s) of the
 // tokenizer on English, code, CJK and mixed text, cold (fresh word cache) and
 // warm. Inputs: --input FILE (repeatable) or a built-in synthetic mix.
 #include <chrono>
@@ -72,7 +72,7 @@ int run_bench(int argc, char** argv) {
   std::vector<std::pair<std::string, std::string>> texts;
   for (const std::string& path : inputs) {
     std::ifstream in(path, std::ios::binary);
-    MEGAMOE_CHECK(in, "bench-tokenizer: cannot open ", path);
+    MEGAMOE_CHECK(in, "bench tokenizer: cannot open ", path);
     std::ostringstream s;
     s << in.rdbuf();
     texts.emplace_back(path, s.str());
@@ -95,6 +95,6 @@ int run_bench(int argc, char** argv) {
   return 0;
 }
 
-const megamoe::cli::Registration kBench{"bench-tokenizer", "measure tokenizer encode throughput (MB/s)", run_bench};
+const megamoe::cli::BenchRegistration kBench{"tokenizer", "tokenizer encode throughput (MB/s, one core)", run_bench};
 
 }  // namespace
