@@ -140,7 +140,7 @@ class StepGraph {
 struct BackendOptions {
   int64_t max_sequences = 4;   // state slots (sequences alive at once)
   int64_t max_context = 0;     // tokens per sequence; 0 = max_position_embeddings capped at 65536
-  int64_t max_step_rows = 0;   // rows of one step; 0 = cuda: min(max_context, 2048), cpu: unlimited
+  int64_t max_step_rows = 0;   // rows of one step; 0 = cuda: min(max_context, 2048), cpu: 1024 (longer prompts: chunked)
   // KV storage rounding as the official reference's QAT: the non-RoPE channels
   // of window KV and of main compressor entries E4M3 with a power-of-two scale
   // per 64, the RoPE channels bf16 (kernels/attention/kv_fp8_params.hpp).

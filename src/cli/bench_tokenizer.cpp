@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/command.hpp"
+#include "core/input_file.hpp"
 #include "core/error.hpp"
 #include "text/tokenizer.hpp"
 
@@ -71,11 +72,7 @@ int run_bench(int argc, char** argv) {
 
   std::vector<std::pair<std::string, std::string>> texts;
   for (const std::string& path : inputs) {
-    std::ifstream in(path, std::ios::binary);
-    MEGAMOE_CHECK(in, "bench tokenizer: cannot open ", path);
-    std::ostringstream s;
-    s << in.rdbuf();
-    texts.emplace_back(path, s.str());
+    texts.emplace_back(path, megamoe::read_input_file(path, Tokenizer::kDefaultMaxInputBytes));
   }
   if (texts.empty()) texts = builtin_inputs(static_cast<std::size_t>(megabytes * 1e6));
 

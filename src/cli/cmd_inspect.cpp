@@ -14,6 +14,7 @@
 
 #include "cli/command.hpp"
 #include "core/checkpoint.hpp"
+#include "core/checkpoint_validation.hpp"
 
 namespace {
 
@@ -140,6 +141,16 @@ int run_inspect(int argc, char** argv) {
 
   const auto checkpoint = Checkpoint::open(dir);
   const megamoe::ModelConfig& config = checkpoint->config();
+  // The model loader's validation (make_backend runs the same function); every problem is listed.
+  const megamoe::CheckpointReport report = megamoe::validate_checkpoint(*checkpoint);
+  if (!report.problems.empty()) {
+    for (const std::string& problem : report.problems) std::fprintf(stderr, "megamoe inspect: error: %s\n", problem.c_str());
+    if (report.problems.size() > 1) {
+      std::fprintf(stderr, "megamoe inspect: %s: %zu problems; the model would not load\n", dir.c_str(),
+                   report.problems.size());
+    }
+    return 1;
+  }
 
   // Attribute every tensor to a storage category: linear weights with their companions take the
   // weight's format; everything else goes by dtype.
@@ -206,6 +217,9 @@ int run_inspect(int argc, char** argv) {
               format_mix(expert_formats).c_str(), (long long)config.num_layers, (long long)config.n_routed_experts);
   if (!mtp_expert_formats.empty()) std::printf("  mtp routed experts: %s\n", format_mix(mtp_expert_formats).c_str());
   std::printf("  other linear weights: %s\n", format_mix(other_formats).c_str());
+  std::printf("validation: every tensor the model reads matches config.json; NaN/Inf scan of %lld tensors (%s) in "
+              "%.1f ms: none\n",
+              (long long)report.finite_tensors, human_bytes(report.finite_bytes).c_str(), report.finite_seconds * 1e3);
   return 0;
 }
 

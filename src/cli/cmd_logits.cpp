@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/command.hpp"
+#include "core/error.hpp"
+#include "core/model_config.hpp"
 #include "core/npy.hpp"
 #include "model/deepseek_v4/model.hpp"
 #include "runtime/session.hpp"
@@ -18,9 +20,11 @@ namespace {
 
 int run_logits(int argc, char** argv) {
   CLI::App app{"compute logits [T, V] for token ids and write them as a float32 .npy file", argv[0]};
-  std::string model_dir, ids_text, out_path, mode_text = "prefill", dump_dir, device = "auto";
+  std::string model_dir, ids_text, ids_file, out_path, mode_text = "prefill", dump_dir, device = "auto";
   app.add_option("--model", model_dir, "checkpoint directory (config.json + safetensors)")->required();
-  app.add_option("--ids", ids_text, "comma-separated token ids, e.g. 3,17,42")->required();
+  CLI::Option* ids_opt = app.add_option("--ids", ids_text, "comma-separated token ids, e.g. 3,17,42");
+  CLI::Option* ids_file_opt =
+      app.add_option("--ids-file", ids_file, "token ids from a file (\"-\" = stdin), separated by commas or whitespace");
   app.add_option("--out", out_path, "output .npy file")->required();
   app.add_option("--mode", mode_text, "prefill | decode | chunked:N");
   app.add_option("--device", device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
@@ -29,8 +33,19 @@ int run_logits(int argc, char** argv) {
   app.add_option("--dump-dir", dump_dir, "write every named activation as DIR/<name>.npy");
   CLI11_PARSE(app, argc, argv);
 
-  const std::vector<int32_t> ids = megamoe::parse_token_ids(ids_text);
+  MEGAMOE_CHECK(ids_opt->count() + ids_file_opt->count() == 1, "give the token ids as --ids or --ids-file (one of them)");
+  const std::vector<int32_t> ids =
+      ids_file.empty() ? megamoe::parse_token_ids(ids_text) : megamoe::read_token_ids_file(ids_file);
   const megamoe::LogitsMode mode = megamoe::LogitsMode::parse(mode_text);
+  // The context and the vocabulary are checked before the checkpoint loads.
+  const std::string config_path = (std::filesystem::path(model_dir) / "config.json").string();
+  const megamoe::ModelConfig config = megamoe::load_model_config(config_path);
+  MEGAMOE_CHECK(static_cast<int64_t>(ids.size()) <= config.max_position_embeddings, "the ", ids.size(),
+                " token ids exceed ", config_path, ": max_position_embeddings = ", config.max_position_embeddings);
+  for (size_t t = 0; t < ids.size(); ++t) {
+    MEGAMOE_CHECK(ids[t] < config.vocab_size, "token id ", ids[t], " at index ", t, " is outside the vocabulary [0, ",
+                  config.vocab_size, ") of ", config_path);
+  }
   megamoe::dsv4::ModelOptions options;
   options.device = megamoe::parse_device_kind(device);
   options.backend.max_sequences = 1;

@@ -2,15 +2,16 @@
 // tokens added); --decode: a JSON array of ids on stdin -> the text; --chat: a
 // JSON list of chat messages on stdin -> the ids of the DeepSeek-V4 prompt.
 #include <cstdio>
-#include <iostream>
-#include <iterator>
 #include <string>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "cli/command.hpp"
+#include "cli/options.hpp"
 #include "core/error.hpp"
+#include "core/input_file.hpp"
+#include "core/json_file.hpp"
 #include "text/chat_encoding.hpp"
 #include "text/tokenizer.hpp"
 
@@ -19,18 +20,8 @@ namespace {
 using megamoe::text::TokenId;
 using megamoe::text::Tokenizer;
 
-std::string read_stdin() {
-  std::ios::sync_with_stdio(false);
-  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-}
-
 std::vector<TokenId> parse_ids(const std::string& input) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(input);
-  } catch (const nlohmann::json::exception& e) {
-    MEGAMOE_THROW("stdin: expected a JSON array of token ids: ", e.what());
-  }
+  const nlohmann::json j = megamoe::parse_json_text(input, "stdin (a JSON array of token ids)");
   MEGAMOE_CHECK(j.is_array(), "stdin: expected a JSON array of token ids, got ", j.type_name());
   std::vector<TokenId> ids;
   for (std::size_t i = 0; i < j.size(); ++i) {
@@ -45,19 +36,27 @@ std::vector<TokenId> parse_ids(const std::string& input) {
 int run_tokenize(int argc, char** argv) {
   CLI::App app{"tokenize stdin with a tokenizer.json (prints a JSON array of ids)", argv[0]};
   std::string tokenizer_path;
-  bool decode = false, skip_special = false, chat = false, thinking = false, prompt_text = false;
-  std::size_t max_bytes = Tokenizer::kDefaultMaxInputBytes;
+  bool decode = false, skip_special = false, chat = false, thinking = false, prompt_text = false,
+       special_in_content = false;
+  std::string max_bytes_text;
   app.add_option("--tokenizer", tokenizer_path, "Hugging Face tokenizer.json")->required();
   app.add_flag("--decode", decode, "read a JSON array of ids and print their text");
   app.add_flag("--skip-special", skip_special, "with --decode: leave special tokens out");
   app.add_flag("--chat", chat, "read a JSON list of chat messages; encode the DeepSeek-V4 prompt");
   app.add_flag("--thinking", thinking, "with --chat: thinking mode");
   app.add_flag("--prompt-text", prompt_text, "with --chat: print the prompt text instead of ids");
-  app.add_option("--max-bytes", max_bytes, "reject inputs larger than this");
+  app.add_flag("--special-tokens-in-content", special_in_content,
+               "with --chat: special-token text inside message content becomes control tokens (default: plain text)");
+  app.add_option("--max-bytes", max_bytes_text,
+                 "reject inputs larger than this, checked while reading stdin (default 268435456)");
   CLI11_PARSE(app, argc, argv);
+  const auto max_bytes = static_cast<std::size_t>(
+      max_bytes_text.empty() ? static_cast<int64_t>(Tokenizer::kDefaultMaxInputBytes)
+                             : megamoe::cli::parse_int_option("--max-bytes", max_bytes_text, 0, int64_t{1} << 40));
+  MEGAMOE_CHECK(!special_in_content || chat, "--special-tokens-in-content needs --chat");
 
-  const std::string input = read_stdin();
-  MEGAMOE_CHECK(input.size() <= max_bytes, "stdin: input of ", input.size(), " bytes exceeds --max-bytes ", max_bytes);
+  // Read no more than --max-bytes (+1): the limit holds before the work, not after.
+  const std::string input = megamoe::read_input_stream(stdin, "stdin", max_bytes, "--max-bytes");
   Tokenizer tokenizer = Tokenizer::from_file(tokenizer_path);
   tokenizer.set_max_input_bytes(max_bytes);
 
@@ -66,23 +65,33 @@ int run_tokenize(int argc, char** argv) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     return 0;
   }
-  std::string text = input;
+  std::vector<TokenId> ids;
   if (chat) {
-    nlohmann::ordered_json messages;
-    try {
-      messages = nlohmann::ordered_json::parse(input);
-    } catch (const nlohmann::json::exception& e) {
-      MEGAMOE_THROW("stdin: expected a JSON list of chat messages: ", e.what());
-    }
+    const nlohmann::ordered_json messages =
+        megamoe::parse_ordered_json_text(input, "stdin (a JSON list of chat messages)");
     megamoe::text::ChatOptions options;
     options.thinking = thinking;
-    text = megamoe::text::encode_chat(messages, options);
+    options.special_tokens_in_content = special_in_content;
     if (prompt_text) {
+      const std::string text = megamoe::text::encode_chat(messages, options);
       std::fwrite(text.data(), 1, text.size(), stdout);
       return 0;
     }
+    ids = megamoe::text::encode_chat_ids(tokenizer, messages, options);
+  } else {
+    ids = tokenizer.encode(input);
   }
-  const std::string out = nlohmann::json(tokenizer.encode(text)).dump() + "\n";
+  // As nlohmann::json(ids).dump() writes it, without building a JSON array of every id.
+  std::string out = "[";
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i) out += ',';
+    out += std::to_string(ids[i]);
+    if (out.size() >= (1u << 16)) {
+      std::fwrite(out.data(), 1, out.size(), stdout);
+      out.clear();
+    }
+  }
+  out += "]\n";
   std::fwrite(out.data(), 1, out.size(), stdout);
   return 0;
 }

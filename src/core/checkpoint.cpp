@@ -24,7 +24,7 @@ bool is_dense_float(DType dtype) { return dtype == DType::F32 || dtype == DType:
 // weight_map of an index file: tensor name -> shard file name (relative to the directory).
 std::map<std::string, std::string> read_weight_map(const std::filesystem::path& index_path) {
   const std::string source = index_path.string();
-  const nlohmann::json index = read_json_file(index_path);
+  const nlohmann::json index = read_json_file(index_path, kMaxIndexBytes);
   MEGAMOE_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), source,
                 ": field 'weight_map' is missing or not an object");
   std::map<std::string, std::string> weight_map;

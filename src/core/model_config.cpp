@@ -7,17 +7,29 @@
 #include "core/model_config.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "core/json_file.hpp"
 
 namespace megamoe {
 namespace {
 
 using nlohmann::json;
+
+// A double for messages: %.9g, never hundreds of digits.
+// A JSON value for messages, cut short.
+std::string short_dump(const json& value) { return quote_for_message(value.dump(), 60); }
+
+std::string num(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.9g", value);
+  return text;
+}
 
 constexpr std::string_view kSliding = "sliding_attention";
 constexpr std::string_view kCsa = "compressed_sparse_attention";
@@ -50,7 +62,7 @@ class FieldReader {
       const double d = value.get<double>();
       if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15) return static_cast<int64_t>(d);
     }
-    fail(key, "must be an integer, got " + value.dump());
+    fail(key, "must be an integer, got " + short_dump(value));
   }
   int64_t req_int(const std::string& key) const {
     auto value = opt_int(key);
@@ -62,10 +74,34 @@ class FieldReader {
     if (value <= 0) fail(key, "must be positive, got " + std::to_string(value));
     return value;
   }
+  // An integer field within [lo, hi]: "field 'x' is V, outside the allowed range [lo, hi]".
+  int64_t req_int_in(const std::string& key, int64_t lo, int64_t hi) const {
+    const int64_t value = req_int(key);
+    check_int_range(key, value, lo, hi);
+    return value;
+  }
+  void check_int_range(const std::string& key, int64_t value, int64_t lo, int64_t hi) const {
+    if (value < lo || value > hi) {
+      fail(key, "is " + std::to_string(value) + ", outside the allowed range [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "]");
+    }
+  }
+  // A number within [lo, hi], or (lo, hi] when lo_open.
+  void check_double_range(const std::string& key, double value, double lo, double hi, bool lo_open = false) const {
+    if (value < lo || value > hi || (lo_open && value == lo)) {
+      fail(key, "is " + num(value) + ", outside the allowed range " + (lo_open ? "(" : "[") + num(lo) + ", " + num(hi) +
+                    "]");
+    }
+  }
+  double req_double_in(const std::string& key, double lo, double hi, bool lo_open = false) const {
+    const double value = req_double(key);
+    check_double_range(key, value, lo, hi, lo_open);
+    return value;
+  }
   std::optional<double> opt_double(const std::string& key) const {
     if (!has(key)) return std::nullopt;
     const json& value = raw(key);
-    if (!value.is_number()) fail(key, "must be a number, got " + value.dump());
+    if (!value.is_number()) fail(key, "must be a number, got " + short_dump(value));
     const double d = value.get<double>();
     if (!std::isfinite(d)) fail(key, "must be finite");
     return d;
@@ -77,7 +113,7 @@ class FieldReader {
   }
   std::optional<std::string> opt_string(const std::string& key) const {
     if (!has(key)) return std::nullopt;
-    if (!raw(key).is_string()) fail(key, "must be a string, got " + raw(key).dump());
+    if (!raw(key).is_string()) fail(key, "must be a string, got " + short_dump(raw(key)));
     return raw(key).get<std::string>();
   }
   std::string req_string(const std::string& key) const {
@@ -87,17 +123,17 @@ class FieldReader {
   }
   std::optional<bool> opt_bool(const std::string& key) const {
     if (!has(key)) return std::nullopt;
-    if (!raw(key).is_boolean()) fail(key, "must be true or false, got " + raw(key).dump());
+    if (!raw(key).is_boolean()) fail(key, "must be true or false, got " + short_dump(raw(key)));
     return raw(key).get<bool>();
   }
   std::optional<FieldReader> opt_object(const std::string& key) const {
     if (!has(key)) return std::nullopt;
-    if (!raw(key).is_object()) fail(key, "must be an object, got " + raw(key).dump());
+    if (!raw(key).is_object()) fail(key, "must be an object, got " + short_dump(raw(key)));
     return FieldReader(raw(key), source_, field_name(key));
   }
   const json* opt_array(const std::string& key) const {
     if (!has(key)) return nullptr;
-    if (!raw(key).is_array()) fail(key, "must be a list, got " + raw(key).dump());
+    if (!raw(key).is_array()) fail(key, "must be a list, got " + short_dump(raw(key)));
     return &raw(key);
   }
 
@@ -148,7 +184,7 @@ CompressRates resolve_compress_rates(const FieldReader& cfg) {
                                std::to_string(*from_dict) + ")");
     }
     const int64_t rate = scalar ? *scalar : from_dict ? *from_dict : fallback;
-    if (rate <= 0) cfg.fail(scalar ? scalar_key : "compress_rates", "must hold positive rates");
+    cfg.check_int_range(scalar ? scalar_key : "compress_rates", rate, 1, int64_t{1} << 16);
     return rate;
   };
   rates.csa = pick(dict_csa, scalar_csa, "compress_rate_csa", rates.csa);
@@ -171,7 +207,7 @@ void resolve_attention_schedule(const FieldReader& cfg, ModelConfig& config) {
       if (!type) {
         cfg.fail("layer_types[" + std::to_string(i) + "]",
                  "must be one of sliding_attention, compressed_sparse_attention, heavily_compressed_attention; got " +
-                     entry.dump());
+                     short_dump(entry));
       }
       from_names->push_back(*type);
     }
@@ -191,7 +227,7 @@ void resolve_attention_schedule(const FieldReader& cfg, ModelConfig& config) {
       if (!type) {
         cfg.fail("compress_ratios[" + std::to_string(i) + "]",
                  "must be 0 (sliding), 4 (CSA) or 128 (HCA; set compress_rate_hca for another rate); got " +
-                     entry.dump());
+                     short_dump(entry));
       }
       if (i < n) {
         from_ratios->push_back(*type);
@@ -246,7 +282,7 @@ void resolve_mlp_schedule(const FieldReader& cfg, ModelConfig& config) {
       } else if (entry == "moe") {
         config.mlp_types.push_back(MlpType::kMoe);
       } else {
-        cfg.fail("mlp_layer_types[" + std::to_string(i) + "]", "must be \"hash_moe\" or \"moe\", got " + entry.dump());
+        cfg.fail("mlp_layer_types[" + std::to_string(i) + "]", "must be \"hash_moe\" or \"moe\", got " + short_dump(entry));
       }
     }
     if (num_hash) {
@@ -277,7 +313,7 @@ void resolve_rope_head_dim(const FieldReader& cfg, ModelConfig& config) {
     const double dims = *factor * static_cast<double>(config.head_dim);
     // transformers truncates with int(); we insist the product is a whole number of channels.
     if (!(*factor > 0.0 && *factor <= 1.0) || std::fabs(dims - std::round(dims)) > 1e-9) {
-      reader.fail("partial_rotary_factor", "(" + std::to_string(*factor) + ") times head_dim (" +
+      reader.fail("partial_rotary_factor", "(" + num(*factor) + ") times head_dim (" +
                                                std::to_string(config.head_dim) + ") is not a whole channel count");
     }
     const auto value = static_cast<int64_t>(std::llround(dims));
@@ -313,6 +349,7 @@ RopeParams read_rope_table(const FieldReader* scaling, double theta, int64_t max
   RopeParams rope;
   rope.theta = theta;
   if (!scaling) return rope;
+
   std::string type = "default";
   if (auto t = scaling->opt_string("rope_type")) type = *t;
   if (auto t = scaling->opt_string("type")) {
@@ -331,17 +368,20 @@ RopeParams read_rope_table(const FieldReader* scaling, double theta, int64_t max
   // max_position_embeddings / original_max_position_embeddings only when it is absent; it merely
   // warns when the two differ. We refuse that ambiguity.
   if (factor && scaling->has("original_max_position_embeddings") && std::fabs(*factor - implicit) > 1e-9 * implicit) {
-    scaling->fail("factor", "(" + std::to_string(*factor) +
+    scaling->fail("factor", "(" + num(*factor) +
                                 ") contradicts max_position_embeddings / original_max_position_embeddings (" +
-                                std::to_string(implicit) + ")");
+                                num(implicit) + ")");
   }
   rope.factor = factor ? *factor : implicit;
-  if (!(rope.factor >= 1.0)) scaling->fail("factor", "must be >= 1, got " + std::to_string(rope.factor));
+  scaling->check_double_range("factor", rope.factor, 1.0, 1e6);
+  scaling->check_int_range("original_max_position_embeddings", rope.original_max_position, 1, int64_t{1} << 24);
   // `x or default` as in transformers: a 0 / null beta means the default.
   const double beta_fast = scaling->opt_double("beta_fast").value_or(0.0);
   const double beta_slow = scaling->opt_double("beta_slow").value_or(0.0);
   rope.beta_fast = beta_fast != 0.0 ? beta_fast : 32.0;
   rope.beta_slow = beta_slow != 0.0 ? beta_slow : 1.0;
+  scaling->check_double_range("beta_fast", rope.beta_fast, 0.0, 1e6, /*lo_open=*/true);
+  scaling->check_double_range("beta_slow", rope.beta_slow, 0.0, 1e6, /*lo_open=*/true);
   if (auto attention_factor = scaling->opt_double("attention_factor"); attention_factor && *attention_factor != 1.0) {
     scaling->fail("attention_factor", "must be 1.0 (DeepSeek-V4 applies no YaRN amplitude scaling)");
   }
@@ -353,7 +393,7 @@ RopeParams read_rope_table(const FieldReader* scaling, double theta, int64_t max
 
 void check_theta_agrees(const FieldReader& cfg, const std::string& key, double theta) {
   if (auto top = cfg.opt_double(key); top && *top != theta) {
-    cfg.fail(key, "(" + std::to_string(*top) + ") contradicts rope_parameters (" + std::to_string(theta) + ")");
+    cfg.fail(key, "(" + num(*top) + ") contradicts rope_parameters (" + num(theta) + ")");
   }
 }
 
@@ -370,8 +410,8 @@ void resolve_rope(const FieldReader& cfg, ModelConfig& config) {
   }
   if (main_sub) {
     // transformers nested form: each table carries its own theta.
-    const double main_theta = main_sub->req_double("rope_theta");
-    const double compress_theta = compress_sub->req_double("rope_theta");
+    const double main_theta = main_sub->req_double_in("rope_theta", 0.0, 1e12, true);
+    const double compress_theta = compress_sub->req_double_in("rope_theta", 0.0, 1e12, true);
     check_theta_agrees(cfg, "rope_theta", main_theta);
     check_theta_agrees(cfg, "compress_rope_theta", compress_theta);
     config.rope_main = read_rope_table(&*main_sub, main_theta, max_position);
@@ -380,8 +420,8 @@ void resolve_rope(const FieldReader& cfg, ModelConfig& config) {
   }
   // Flat form: rope_theta / compress_rope_theta, with the YaRN settings in rope_scaling (upstream) or a
   // flat rope_parameters dict (transformers before nesting). They apply to the compress table only.
-  const double main_theta = cfg.req_double("rope_theta");
-  const double compress_theta = cfg.req_double("compress_rope_theta");
+  const double main_theta = cfg.req_double_in("rope_theta", 0.0, 1e12, true);
+  const double compress_theta = cfg.req_double_in("compress_rope_theta", 0.0, 1e12, true);
   auto scaling = cfg.opt_object("rope_scaling");
   if (params && scaling) cfg.fail("rope_scaling", "and rope_parameters are both given; keep one");
   const FieldReader* yarn_settings = params ? &*params : scaling ? &*scaling : nullptr;
@@ -399,9 +439,10 @@ void resolve_quantization(const FieldReader& cfg, ModelConfig& config) {
   if (const json* block = qc->opt_array("weight_block_size")) {
     if (block->size() != 2 || !(*block)[0].is_number_integer() || (*block)[0] != (*block)[1] ||
         (*block)[0].get<int64_t>() <= 0) {
-      qc->fail("weight_block_size", "must be a square [n, n] block, got " + block->dump());
+      qc->fail("weight_block_size", "must be a square [n, n] block, got " + short_dump(*block));
     }
     quant.weight_block_size = (*block)[0].get<int64_t>();
+    qc->check_int_range("weight_block_size", quant.weight_block_size, 1, int64_t{1} << 16);
   }
 }
 
@@ -410,19 +451,20 @@ void validate_dimensions(const FieldReader& cfg, const ModelConfig& config) {
   if (config.num_experts_per_tok > config.n_routed_experts) {
     cfg.fail("num_experts_per_tok", "exceeds n_routed_experts");
   }
-  if (config.hc_sinkhorn_iters <= 0) cfg.fail("hc_sinkhorn_iters", "must be positive");
   if (!(config.hc_eps > 0.0)) cfg.fail("hc_eps", "must be positive");
   if (!(config.rms_norm_eps > 0.0)) cfg.fail("rms_norm_eps", "must be positive");
   if (config.swiglu_limit < 0.0) cfg.fail("swiglu_limit", "must not be negative");
   if (config.scoring_func != "sqrtsoftplus") {
     cfg.fail("scoring_func", "'" + config.scoring_func + "' is not supported (only sqrtsoftplus)");
   }
-  if (auto kv_heads = cfg.opt_int("num_key_value_heads"); kv_heads && *kv_heads != 1) {
+  // transformers requires model_type (AutoConfig picks the class by it) and reads
+  // num_key_value_heads; every DeepSeek-V4 config.json carries both, so neither is defaulted.
+  if (cfg.req_int("num_key_value_heads") != 1) {
     cfg.fail("num_key_value_heads", "must be 1 (DeepSeek-V4 shares one K=V head)");
   }
   if (auto act = cfg.opt_string("hidden_act"); act && *act != "silu") cfg.fail("hidden_act", "must be silu");
-  if (auto model_type = cfg.opt_string("model_type"); model_type && *model_type != "deepseek_v4") {
-    cfg.fail("model_type", "is '" + *model_type + "', expected deepseek_v4");
+  if (const std::string model_type = cfg.req_string("model_type"); model_type != "deepseek_v4") {
+    cfg.fail("model_type", "is '" + quote_for_message(model_type, 40) + "', expected deepseek_v4");
   }
   if (config.bos_token_id < -1 || config.bos_token_id >= config.vocab_size) {
     cfg.fail("bos_token_id", "is outside the vocabulary");
@@ -460,33 +502,35 @@ ModelConfig parse_model_config(const nlohmann::json& json_config, const std::str
   MEGAMOE_CHECK(json_config.is_object(), source, ": expected a JSON object at the top level");
   const FieldReader cfg(json_config, source);
   ModelConfig config;
-  config.vocab_size = cfg.req_positive("vocab_size");
-  config.hidden_size = cfg.req_positive("hidden_size");
-  config.num_layers = cfg.req_positive("num_hidden_layers");
-  config.num_heads = cfg.req_positive("num_attention_heads");
-  config.head_dim = cfg.req_positive("head_dim");
-  config.q_lora_rank = cfg.req_positive("q_lora_rank");
-  config.o_groups = cfg.req_positive("o_groups");
-  config.o_lora_rank = cfg.req_positive("o_lora_rank");
-  config.sliding_window = cfg.req_positive("sliding_window");
-  config.index_n_heads = cfg.req_positive("index_n_heads");
-  config.index_head_dim = cfg.req_positive("index_head_dim");
-  config.index_topk = cfg.req_positive("index_topk");
-  config.n_routed_experts = cfg.req_positive("n_routed_experts");
-  config.n_shared_experts = cfg.req_int("n_shared_experts");
-  if (config.n_shared_experts < 0) cfg.fail("n_shared_experts", "must not be negative");
-  config.num_experts_per_tok = cfg.req_positive("num_experts_per_tok");
-  config.moe_intermediate_size = cfg.req_positive("moe_intermediate_size");
-  config.routed_scaling_factor = cfg.req_double("routed_scaling_factor");
-  config.swiglu_limit = cfg.req_double("swiglu_limit");
+  // Every field that drives compute or memory has a range (generous around V4-Flash/Pro:
+  // a config outside it is corrupt or hostile, not a bigger model).
+  constexpr int64_t k64K = int64_t{1} << 16, k1M = int64_t{1} << 20, k16M = int64_t{1} << 24;
+  config.vocab_size = cfg.req_int_in("vocab_size", 1, k16M);
+  config.hidden_size = cfg.req_int_in("hidden_size", 1, k64K);
+  config.num_layers = cfg.req_int_in("num_hidden_layers", 1, 1024);
+  config.num_heads = cfg.req_int_in("num_attention_heads", 1, 1024);
+  config.head_dim = cfg.req_int_in("head_dim", 1, 8192);
+  config.q_lora_rank = cfg.req_int_in("q_lora_rank", 1, k64K);
+  config.o_groups = cfg.req_int_in("o_groups", 1, config.num_heads);
+  config.o_lora_rank = cfg.req_int_in("o_lora_rank", 1, k64K);
+  config.sliding_window = cfg.req_int_in("sliding_window", 1, k1M);
+  config.index_n_heads = cfg.req_int_in("index_n_heads", 1, 1024);
+  config.index_head_dim = cfg.req_int_in("index_head_dim", 1, 8192);
+  config.index_topk = cfg.req_int_in("index_topk", 1, k1M);
+  config.n_routed_experts = cfg.req_int_in("n_routed_experts", 1, k64K);
+  config.n_shared_experts = cfg.req_int_in("n_shared_experts", 0, 64);
+  config.num_experts_per_tok = cfg.req_int_in("num_experts_per_tok", 1, config.n_routed_experts);
+  config.moe_intermediate_size = cfg.req_int_in("moe_intermediate_size", 1, k1M);
+  config.routed_scaling_factor = cfg.req_double_in("routed_scaling_factor", 0.0, 1e6, /*lo_open=*/true);
+  config.swiglu_limit = cfg.req_double_in("swiglu_limit", 0.0, 1e9);
   config.scoring_func = cfg.req_string("scoring_func");
-  config.hc_mult = cfg.req_positive("hc_mult");
-  config.hc_sinkhorn_iters = cfg.req_int("hc_sinkhorn_iters");
-  config.hc_eps = cfg.req_double("hc_eps");
-  config.rms_norm_eps = cfg.req_double("rms_norm_eps");
-  config.max_position_embeddings = cfg.req_positive("max_position_embeddings");
+  config.hc_mult = cfg.req_int_in("hc_mult", 1, 64);
+  config.hc_sinkhorn_iters = cfg.req_int_in("hc_sinkhorn_iters", 1, 1000);
+  config.hc_eps = cfg.req_double_in("hc_eps", 0.0, 1.0, /*lo_open=*/true);
+  config.rms_norm_eps = cfg.req_double_in("rms_norm_eps", 0.0, 1.0, /*lo_open=*/true);
+  config.max_position_embeddings = cfg.req_int_in("max_position_embeddings", 1, k16M);
   config.num_nextn_predict_layers = cfg.opt_int("num_nextn_predict_layers").value_or(0);
-  if (config.num_nextn_predict_layers < 0) cfg.fail("num_nextn_predict_layers", "must not be negative");
+  cfg.check_int_range("num_nextn_predict_layers", config.num_nextn_predict_layers, 0, 64);
   config.bos_token_id = read_token_id(cfg, "bos_token_id", 0);
   config.eos_token_id = read_token_id(cfg, "eos_token_id", 1);
   config.tie_word_embeddings = cfg.opt_bool("tie_word_embeddings").value_or(false);
@@ -501,7 +545,7 @@ ModelConfig parse_model_config(const nlohmann::json& json_config, const std::str
 }
 
 ModelConfig load_model_config(const std::filesystem::path& config_json) {
-  return parse_model_config(read_json_file(config_json), config_json.string());
+  return parse_model_config(read_json_file(config_json, kMaxConfigBytes), config_json.string());
 }
 
 }  // namespace megamoe

@@ -3,6 +3,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_backend.hpp"
+#include "core/checkpoint_validation.hpp"
 #include "core/error.hpp"
 #ifdef MEGAMOE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.hpp"
@@ -25,6 +26,8 @@ DeviceKind parse_device_kind(const std::string& text) {
 }
 
 std::unique_ptr<Backend> make_backend(DeviceKind kind, const Checkpoint& checkpoint, const BackendOptions& options) {
+  // The validation `megamoe inspect` runs: shapes against config.json, formats, NaN/Inf.
+  require_valid_checkpoint(checkpoint);
   if (kind == DeviceKind::kCpu) return std::make_unique<cpu::CpuBackend>(checkpoint, options);
 #ifdef MEGAMOE_HAVE_CUDA
   MEGAMOE_CHECK(cuda::device_count() > 0, "--device cuda: no CUDA device on this machine");

@@ -9,7 +9,8 @@ namespace megamoe {
 namespace {
 
 void validate(const SamplingParams& params) {
-  MEGAMOE_CHECK(std::isfinite(params.temperature), "sampling: temperature must be finite");
+  MEGAMOE_CHECK(std::isfinite(params.temperature) && params.temperature >= 0.0,
+                "sampling: temperature must be a finite number >= 0 (0 = greedy), got ", params.temperature);
   MEGAMOE_CHECK(params.top_k >= 0, "sampling: top_k must be >= 0, got ", params.top_k);
   MEGAMOE_CHECK(params.top_p > 0.0 && params.top_p <= 1.0, "sampling: top_p must be in (0, 1], got ", params.top_p);
 }
@@ -20,6 +21,11 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.se
 
 int32_t Sampler::sample(std::span<const float> logits) {
   MEGAMOE_CHECK(!logits.empty(), "sampling: empty logits");
+  // Never a token from non-finite logits (greedy argmax over NaN would say token 0 forever).
+  for (size_t i = 0; i < logits.size(); ++i) {
+    MEGAMOE_CHECK(std::isfinite(logits[i]), "sampling: the model produced a non-finite logit (", logits[i],
+                  ") for token id ", i, "; no token is emitted from it (`megamoe inspect` scans the weights)");
+  }
   return choose(logits, params_, params_.temperature > 0.0 ? next_uniform() : 0.0);
 }
 

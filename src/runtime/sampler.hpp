@@ -1,4 +1,4 @@
-// Next-token choice from a row of logits. temperature <= 0 is greedy (argmax,
+// Next-token choice from a row of logits. temperature 0 is greedy (argmax,
 // ties to the lower id). Otherwise: logits / temperature, keep the top_k
 // highest (0 = all), then the smallest prefix whose probability reaches top_p,
 // renormalise and draw with a seeded 64-bit Mersenne Twister (the draw is our
@@ -14,7 +14,7 @@
 namespace megamoe {
 
 struct SamplingParams {
-  double temperature = 0.0;  // <= 0: greedy
+  double temperature = 0.0;  // 0: greedy; negative is rejected
   int64_t top_k = 0;         // 0: no top-k filter
   double top_p = 1.0;        // in (0, 1]
   uint64_t seed = 0;
@@ -23,7 +23,8 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);  // validates the parameters
-  // choose(logits, params, temperature > 0 ? next_uniform() : 0).
+  // choose(logits, params, temperature > 0 ? next_uniform() : 0); throws on a
+  // NaN or Inf logit instead of choosing.
   int32_t sample(std::span<const float> logits);
   const SamplingParams& params() const { return params_; }
 

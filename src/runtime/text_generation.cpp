@@ -22,12 +22,21 @@ std::vector<int32_t> encode_text_prompt(const text::Tokenizer& tokenizer, std::s
 
 std::vector<int32_t> encode_chat_prompt(const text::Tokenizer& tokenizer, const nlohmann::ordered_json& messages,
                                         const text::ChatOptions& options) {
-  const std::string prompt = text::encode_chat(messages, options);
-  return encode_text_prompt(tokenizer, prompt, /*bos_id=*/-1, "chat prompt");
+  const text::ChatPrompt prompt = text::render_chat(messages, options);
+  const std::size_t bad = text::first_invalid_utf8(prompt.text);
+  MEGAMOE_CHECK(bad == prompt.text.size(), "chat prompt: the prompt is not valid UTF-8 (ill-formed byte at offset ",
+                bad, ")");
+  // Content is text: special-token strings in it never become control tokens
+  // unless the caller asked for it (ChatOptions::special_tokens_in_content).
+  const std::vector<text::TokenId> ids = options.special_tokens_in_content
+                                             ? tokenizer.encode(prompt.text)
+                                             : tokenizer.encode(prompt.text, prompt.content);
+  MEGAMOE_CHECK(!ids.empty(), "chat prompt: the prompt is empty (and no BOS is added)");
+  return ids;
 }
 
 nlohmann::ordered_json read_chat_messages(const std::string& path) {
-  const nlohmann::ordered_json messages = read_ordered_json_file(path);
+  const nlohmann::ordered_json messages = read_ordered_json_file(path, kMaxChatFileBytes);
   MEGAMOE_CHECK(messages.is_array(), path, ": expected a JSON array of chat messages, got ", messages.type_name());
   MEGAMOE_CHECK(!messages.empty(), path, ": the chat has no messages");
   return messages;

@@ -30,7 +30,9 @@ namespace megamoe {
 std::vector<int32_t> encode_text_prompt(const text::Tokenizer& tokenizer, std::string_view prompt, int64_t bos_id,
                                         const std::string& source = "prompt");
 
-// Ids of the DeepSeek-V4 chat prompt of `messages` (text::encode_chat, then encode).
+// Ids of the DeepSeek-V4 chat prompt of `messages` (text::render_chat, then
+// encode with the messages' text as plain text: special-token strings inside
+// content are not control tokens unless options.special_tokens_in_content).
 std::vector<int32_t> encode_chat_prompt(const text::Tokenizer& tokenizer, const nlohmann::ordered_json& messages,
                                         const text::ChatOptions& options);
 

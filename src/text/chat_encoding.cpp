@@ -41,6 +41,43 @@ bool truthy(const json& msg, const char* key) {
   return true;
 }
 
+// Prompt text under construction: template markup appended with +=, text that
+// came from the messages with add() (its byte range is recorded, so that it is
+// tokenized as plain text, never as control tokens).
+struct Out {
+  std::string text;
+  std::vector<TextRange> content;
+
+  Out& operator+=(const std::string& markup) {
+    text += markup;
+    return *this;
+  }
+  Out& operator+=(const char* markup) {
+    text += markup;
+    return *this;
+  }
+  Out& operator+=(const Out& other) {
+    for (const TextRange& r : other.content) add_range(text.size() + r.begin, text.size() + r.end);
+    text += other.text;
+    return *this;
+  }
+  Out& add(const std::string& user_text) {
+    add_range(text.size(), text.size() + user_text.size());
+    text += user_text;
+    return *this;
+  }
+
+ private:
+  void add_range(std::size_t b, std::size_t e) {
+    if (b == e) return;
+    if (!content.empty() && content.back().end == b) {
+      content.back().end = e;
+    } else {
+      content.push_back(TextRange{b, e});
+    }
+  }
+};
+
 [[noreturn]] void bad(std::size_t index, const std::string& field, const std::string& problem) {
   MEGAMOE_THROW("chat message ", index, ": ", field, ": ", problem);
 }
@@ -52,16 +89,18 @@ std::string optional_string(const json& msg, const char* key, std::size_t index)
   return msg[key].get<std::string>();
 }
 
-std::string render_tools(const json& tools, std::size_t index) {
-  std::string schemas;
+Out render_tools(const json& tools, std::size_t index) {
+  Out schemas;
+  if (!tools.is_array()) bad(index, "tools", "must be a list");
   for (std::size_t i = 0; i < tools.size(); ++i) {
     if (!tools[i].is_object() || !tools[i].contains("function"))
       bad(index, "tools[" + std::to_string(i) + "]", "expected {\"type\": \"function\", \"function\": {...}}");
     if (i) schemas += "\n";
-    schemas += python_json_dumps(tools[i]["function"]);
+    schemas.add(python_json_dumps(tools[i]["function"]));
   }
   const std::string& d = kDsmlTag;
-  return "## Tools\n\nYou have access to a set of tools to help answer the user's question. You can invoke tools by "
+  Out out;
+  out += "## Tools\n\nYou have access to a set of tools to help answer the user's question. You can invoke tools by "
          "writing a \"<" + d + "tool_calls>\" block like the following:\n\n<" + d + "tool_calls>\n<" + d +
          "invoke name=\"$TOOL_NAME\">\n<" + d +
          "parameter name=\"$PARAMETER_NAME\" string=\"true|false\">$PARAMETER_VALUE</" + d + "parameter>\n...\n</" + d +
@@ -70,17 +109,21 @@ std::string render_tools(const json& tools, std::size_t index) {
          "(numbers, booleans, arrays, objects), pass the value in JSON format and set `string=\"false\"`.\n\nIf "
          "thinking_mode is enabled (triggered by <think>), you MUST output your complete reasoning inside "
          "<think>...</think> BEFORE any tool calls or final response.\n\nOtherwise, output directly after </think> "
-         "with tool calls or final response.\n\n### Available Tool Schemas\n\n" + schemas +
-         "\n\nYou MUST strictly follow the above defined tool name and parameter schemas to invoke tool calls.\n";
+         "with tool calls or final response.\n\n### Available Tool Schemas\n\n";
+  out += schemas;
+  out += "\n\nYou MUST strictly follow the above defined tool name and parameter schemas to invoke tool calls.\n";
+  return out;
 }
 
-std::string render_response_format(const json& format) {
-  return "## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n" +
-         python_json_dumps(format);
+Out render_response_format(const json& format) {
+  Out out;
+  out += "## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n";
+  out.add(python_json_dumps(format));
+  return out;
 }
 
 // One tool call's parameters: string values as is, others as JSON.
-std::string render_arguments(const json& function, std::size_t index) {
+Out render_arguments(const json& function, std::size_t index) {
   json args;
   const json raw = function.contains("arguments") ? function["arguments"] : json();
   bool parsed = false;
@@ -93,18 +136,21 @@ std::string render_arguments(const json& function, std::size_t index) {
   }
   if (!parsed) args = json{{"arguments", raw}};  // unparsable or not a string: kept whole
   if (!args.is_object()) bad(index, "tool_calls[].function.arguments", "must be a JSON object");
-  std::string out;
+  Out out;
   for (auto it = args.begin(); it != args.end(); ++it) {
-    if (!out.empty()) out += "\n";
+    if (it != args.begin()) out += "\n";
     const bool is_string = it.value().is_string();
-    out += "<" + kDsmlTag + "parameter name=\"" + it.key() + "\" string=\"" + (is_string ? "true" : "false") + "\">" +
-           (is_string ? it.value().get<std::string>() : python_json_dumps(it.value())) + "</" + kDsmlTag + "parameter>";
+    out += "<" + kDsmlTag + "parameter name=\"";
+    out.add(it.key());
+    out += std::string("\" string=\"") + (is_string ? "true" : "false") + "\">";
+    out.add(is_string ? it.value().get<std::string>() : python_json_dumps(it.value()));
+    out += "</" + kDsmlTag + "parameter>";
   }
   return out;
 }
 
-std::string render_tool_calls(const json& calls, std::size_t index) {
-  std::string list;
+Out render_tool_calls(const json& calls, std::size_t index) {
+  Out list;
   for (std::size_t i = 0; i < calls.size(); ++i) {
     const json& c = calls[i];
     if (!c.is_object() || !c.contains("function") || !c["function"].is_object() || !c["function"].contains("name"))
@@ -112,9 +158,17 @@ std::string render_tool_calls(const json& calls, std::size_t index) {
     const json& f = c["function"];
     const std::string name = f["name"].is_string() ? f["name"].get<std::string>() : python_json_dumps(f["name"]);
     if (i) list += "\n";
-    list += "<" + kDsmlTag + "invoke name=\"" + name + "\">\n" + render_arguments(f, index) + "\n</" + kDsmlTag + "invoke>";
+    list += "<" + kDsmlTag + "invoke name=\"";
+    list.add(name);
+    list += "\">\n";
+    list += render_arguments(f, index);
+    list += "\n</" + kDsmlTag + "invoke>";
   }
-  return "\n\n<" + kDsmlTag + "tool_calls>\n" + list + "\n</" + kDsmlTag + "tool_calls>";
+  Out out;
+  out += "\n\n<" + kDsmlTag + "tool_calls>\n";
+  out += list;
+  out += "\n</" + kDsmlTag + "tool_calls>";
+  return out;
 }
 
 std::string tool_result_text(const json& content, std::size_t index) {
@@ -243,58 +297,68 @@ json drop_old_thinking(const json& messages) {
 
 bool has_task(const json& msg) { return msg.contains("task") && !msg["task"].is_null(); }
 
-std::string render_message(std::size_t index, const json& messages, const ChatOptions& opt, bool drop_thinking) {
+Out render_message(std::size_t index, const json& messages, const ChatOptions& opt, bool drop_thinking) {
   const json& msg = messages[index];
   const auto last_user = last_user_index(messages);
   const auto idx = static_cast<std::ptrdiff_t>(index);
   const std::string role = msg["role"];
-  std::string out;
+  Out out;
   if (index == 0 && opt.thinking && opt.reasoning_effort == "max") out += kEffortMaxPrefix;
 
-  auto append_tools_and_format = [&](std::string& s) {
-    if (truthy(msg, "tools")) s += "\n\n" + render_tools(msg["tools"], index);
-    if (truthy(msg, "response_format")) s += "\n\n" + render_response_format(msg["response_format"]);
+  auto append_tools_and_format = [&](Out& s) {
+    if (truthy(msg, "tools")) {
+      s += "\n\n";
+      s += render_tools(msg["tools"], index);
+    }
+    if (truthy(msg, "response_format")) {
+      s += "\n\n";
+      s += render_response_format(msg["response_format"]);
+    }
   };
 
   if (role == "system") {
-    out += optional_string(msg, "content", index);
+    out.add(optional_string(msg, "content", index));
     append_tools_and_format(out);
   } else if (role == "developer") {
     const std::string content = optional_string(msg, "content", index);
     if (content.empty()) bad(index, "content", "a developer message needs content");
-    out += kUser + content;
+    out += kUser;
+    out.add(content);
     append_tools_and_format(out);
   } else if (role == "user") {
     out += kUser;
-    std::string joined;
     const json& blocks = msg["content_blocks"];
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       const json& b = blocks[i];
-      if (i) joined += "\n\n";
+      if (i) out += "\n\n";
       const std::string type = b.value("type", "");
       if (type == "text") {
-        joined += b["text"].get<std::string>();
+        out.add(b["text"].get<std::string>());
       } else if (type == "tool_result") {
-        joined += "<tool_result>" + b["content"].get<std::string>() + "</tool_result>";
+        out += "<tool_result>";
+        out.add(b["content"].get<std::string>());
+        out += "</tool_result>";
       } else {
-        joined += "[Unsupported " + type + "]";
+        out.add("[Unsupported " + type + "]");
       }
     }
-    out += joined;
   } else if (role == "latest_reminder") {
     if (!msg.contains("content") || !msg["content"].is_string()) bad(index, "content", "must be a string");
-    out += kLatestReminder + msg["content"].get<std::string>();
+    out += kLatestReminder;
+    out.add(msg["content"].get<std::string>());
   } else if (role == "assistant") {
-    std::string calls;
+    Out calls;
     if (truthy(msg, "tool_calls")) {
       if (!msg["tool_calls"].is_array()) bad(index, "tool_calls", "must be a list");
       calls = render_tool_calls(msg["tool_calls"], index);
     }
     const bool prev_has_task = index > 0 && has_task(messages[index - 1]);
-    std::string thinking;
-    if (opt.thinking && !prev_has_task && (!drop_thinking || idx > last_user))
-      thinking = optional_string(msg, "reasoning_content", index) + kThinkEnd;
-    out += thinking + optional_string(msg, "content", index) + calls;
+    if (opt.thinking && !prev_has_task && (!drop_thinking || idx > last_user)) {
+      out.add(optional_string(msg, "reasoning_content", index));
+      out += kThinkEnd;
+    }
+    out.add(optional_string(msg, "content", index));
+    out += calls;
     if (!truthy(msg, "wo_eos")) out += kEos;
   } else {
     bad(index, "role", "unknown role '" + role + "'");
@@ -323,7 +387,7 @@ std::string render_message(std::size_t index, const json& messages, const ChatOp
 
 }  // namespace
 
-std::string encode_chat(const nlohmann::ordered_json& messages, const ChatOptions& options) {
+ChatPrompt render_chat(const nlohmann::ordered_json& messages, const ChatOptions& options) {
   MEGAMOE_CHECK(messages.is_array(), "chat messages must be a JSON array");
   MEGAMOE_CHECK(options.reasoning_effort.empty() || options.reasoning_effort == "high" ||
                     options.reasoning_effort == "max",
@@ -337,9 +401,21 @@ std::string encode_chat(const nlohmann::ordered_json& messages, const ChatOption
   }
   if (options.thinking && drop) full = drop_old_thinking(full);
 
-  std::string prompt = options.add_bos ? kBos : "";
+  Out prompt;
+  if (options.add_bos) prompt += kBos;
   for (std::size_t i = 0; i < full.size(); ++i) prompt += render_message(i, full, options, drop);
-  return prompt;
+  return ChatPrompt{std::move(prompt.text), std::move(prompt.content)};
+}
+
+std::string encode_chat(const nlohmann::ordered_json& messages, const ChatOptions& options) {
+  return render_chat(messages, options).text;
+}
+
+std::vector<TokenId> encode_chat_ids(const Tokenizer& tokenizer, const nlohmann::ordered_json& messages,
+                                     const ChatOptions& options) {
+  const ChatPrompt prompt = render_chat(messages, options);
+  if (options.special_tokens_in_content) return tokenizer.encode(prompt.text);
+  return tokenizer.encode(prompt.text, prompt.content);
 }
 
 nlohmann::ordered_json attach_tools(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools) {

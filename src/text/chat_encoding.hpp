@@ -15,8 +15,11 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "text/tokenizer.hpp"
 
 namespace megamoe::text {
 
@@ -25,12 +28,32 @@ struct ChatOptions {
   bool drop_thinking = true;     // drop reasoning of turns before the last user turn
   bool add_bos = true;           // start with <｜begin▁of▁sentence｜>
   std::string reasoning_effort;  // "", "high" or "max" ("max" adds a prefix in thinking mode)
+  // encode_chat_ids: let special-token text inside message content become
+  // control tokens, as the official pipeline (encode_messages, then
+  // tokenizer.encode of the whole string) does. Off by default: content is text.
+  bool special_tokens_in_content = false;
 };
 
-// The prompt text; tokenize it with Tokenizer::encode (special-token strings
-// in it are recognised there). Throws megamoe::Error naming the message index
-// and field on malformed input.
+// The prompt text and where in it the text taken from the messages lies
+// (content, reasoning, tool schemas, call names and arguments, tool results):
+// everything else is the template's markup.
+struct ChatPrompt {
+  std::string text;
+  std::vector<TextRange> content;  // sorted, disjoint
+};
+
+// The prompt text, byte-identical to the official encoder. Throws megamoe::Error
+// naming the message index and field on malformed input.
+ChatPrompt render_chat(const nlohmann::ordered_json& messages, const ChatOptions& options = {});
 std::string encode_chat(const nlohmann::ordered_json& messages, const ChatOptions& options = {});
+
+// The prompt's token ids. Special-token text inside the messages' content is
+// encoded as plain text (a user cannot write role markers into the prompt),
+// unless options.special_tokens_in_content; where the content holds no such
+// text the ids equal tokenizer.encode(encode_chat(...)), i.e. the official
+// encoder's.
+std::vector<TokenId> encode_chat_ids(const Tokenizer& tokenizer, const nlohmann::ordered_json& messages,
+                                     const ChatOptions& options = {});
 
 // Returns `messages` with the OpenAI-style `tools` list attached where the
 // encoding expects it: on the first system message, or a new empty system

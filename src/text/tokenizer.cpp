@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/json_file.hpp"
 #include "text/byte_level.hpp"
 #include "text/pre_tokenizer.hpp"
 #include "text/unicode.hpp"
@@ -130,6 +131,8 @@ struct Tokenizer::Impl {
   void check_normalizer_and_decoder(const json& root);
 
   void split_added(std::string_view text, std::vector<Segment>& out) const;
+  void check_input(std::string_view text) const;
+  void encode_segments(std::string_view text, const std::vector<Segment>& segments, std::vector<TokenId>& ids) const;
   void bpe_piece(std::string_view piece, std::vector<TokenId>& out) const;
   void bpe_uncached(std::string_view piece, std::vector<TokenId>& out) const;
 };
@@ -417,12 +420,7 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::string& origin) {
   auto impl = std::make_unique<Impl>();
   impl->origin = origin;
-  json root;
-  try {
-    root = json::parse(json_text.begin(), json_text.end());
-  } catch (const json::exception& e) {
-    MEGAMOE_THROW("tokenizer ", origin, ": not valid JSON: ", e.what());
-  }
+  const json root = parse_json_text(json_text, "tokenizer " + origin);
   try {
     impl->load(root);
   } catch (const json::exception& e) {  // a field of the wrong JSON type deep inside
@@ -432,34 +430,106 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::strin
 }
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MEGAMOE_CHECK(in, "tokenizer ", path, ": cannot open the file");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return from_json_text(buffer.str(), path);
+  return from_json_text(read_input_file(path, kMaxTokenizerBytes), path);
 }
 
-std::vector<TokenId> Tokenizer::encode(std::string_view text) const {
-  const Impl& m = *impl_;
-  MEGAMOE_CHECK(text.size() <= m.max_input_bytes, "encode: input of ", text.size(), " bytes exceeds the limit of ",
-                m.max_input_bytes, " bytes");
+namespace {
+
+bool is_ascii_letter_byte(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+// End of the next chunk of plain text [begin, end) to pre-tokenize and encode on
+// its own: the first "letter, space, letter" position at or after begin + target,
+// where the pre-tokenizer always splits (the letter run ends at the space, and
+// " y..." starts the next piece whatever came before), so encoding the chunks one
+// after another gives exactly the ids of the whole. `end` when there is none.
+std::size_t next_chunk_end(std::string_view text, std::size_t begin, std::size_t end, std::size_t target) {
+  if (end - begin <= target) return end;
+  for (std::size_t p = begin + target; p + 1 < end; ++p) {
+    if (text[p] == ' ' && is_ascii_letter_byte(text[p - 1]) && is_ascii_letter_byte(text[p + 1])) return p;
+  }
+  return end;
+}
+
+}  // namespace
+
+void Tokenizer::Impl::check_input(std::string_view text) const {
+  MEGAMOE_CHECK(text.size() <= max_input_bytes, "encode: input of ", text.size(), " bytes exceeds the limit of ",
+                max_input_bytes, " bytes");
   const std::size_t bad = first_invalid_utf8(text);
   MEGAMOE_CHECK(bad == text.size(), "encode: input is not valid UTF-8 (ill-formed byte 0x", std::hex,
                 static_cast<int>(static_cast<unsigned char>(text[bad])), std::dec, " at byte offset ", bad, ")");
-  std::vector<TokenId> ids;
-  ids.reserve(text.size() / 3 + 1);
-  std::vector<Segment> segments;
-  m.split_added(text, segments);
+}
+
+// Pre-tokenizes and BPE-encodes the plain segments, chunk by chunk, so that the
+// working memory beyond the ids stays bounded by the chunk (and by the longest
+// pre-tokenizer piece), not by the input.
+void Tokenizer::Impl::encode_segments(std::string_view text, const std::vector<Segment>& segments,
+                                      std::vector<TokenId>& ids) const {
+  constexpr std::size_t kChunkBytes = std::size_t{1} << 16;
+  bool chunkable = false;
+  for (const SplitRule rule : pre_tokenizer.rules()) chunkable = chunkable || rule == SplitRule::kDeepSeekWords;
   std::vector<std::pair<std::size_t, std::size_t>> pieces;
   for (const Segment& seg : segments) {
     if (seg.added_id >= 0) {
       ids.push_back(seg.added_id);
       continue;
     }
-    const std::string_view part = text.substr(seg.begin, seg.end - seg.begin);
-    m.pre_tokenizer.split(part, pieces);
-    for (const auto& [b, e] : pieces) m.bpe_piece(part.substr(b, e - b), ids);
+    for (std::size_t begin = seg.begin; begin < seg.end;) {
+      const std::size_t end = chunkable ? next_chunk_end(text, begin, seg.end, kChunkBytes) : seg.end;
+      const std::string_view part = text.substr(begin, end - begin);
+      pre_tokenizer.split(part, pieces);
+      for (const auto& [b, e] : pieces) bpe_piece(part.substr(b, e - b), ids);
+      begin = end;
+    }
   }
+}
+
+std::vector<TokenId> Tokenizer::encode(std::string_view text) const {
+  const Impl& m = *impl_;
+  m.check_input(text);
+  std::vector<TokenId> ids;
+  ids.reserve(text.size() / 3 + 1);
+  std::vector<Segment> segments;
+  m.split_added(text, segments);
+  m.encode_segments(text, segments, ids);
+  return ids;
+}
+
+std::vector<TokenId> Tokenizer::encode(std::string_view text, std::span<const TextRange> plain) const {
+  const Impl& m = *impl_;
+  m.check_input(text);
+  std::vector<Segment> segments, found;
+  std::size_t at = 0;
+  auto add_plain = [&](std::size_t b, std::size_t e) {
+    if (b >= e) return;
+    if (!segments.empty() && segments.back().added_id < 0 && segments.back().end == b) {
+      segments.back().end = e;
+    } else {
+      segments.push_back(Segment{b, e, -1});
+    }
+  };
+  auto add_markup = [&](std::size_t b, std::size_t e) {
+    if (b >= e) return;
+    m.split_added(text.substr(b, e - b), found);
+    for (const Segment& f : found) {
+      if (f.added_id >= 0) {
+        segments.push_back(Segment{b + f.begin, b + f.end, f.added_id});
+      } else {
+        add_plain(b + f.begin, b + f.end);
+      }
+    }
+  };
+  for (const TextRange& r : plain) {
+    MEGAMOE_CHECK(r.begin >= at && r.begin <= r.end && r.end <= text.size(),
+                  "encode: plain-text ranges must be sorted, disjoint and inside the text");
+    add_markup(at, r.begin);
+    add_plain(r.begin, r.end);
+    at = r.end;
+  }
+  add_markup(at, text.size());
+  std::vector<TokenId> ids;
+  ids.reserve(text.size() / 3 + 1);
+  m.encode_segments(text, segments, ids);
   return ids;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,6 +16,11 @@
 namespace megamoe::text {
 
 using TokenId = std::int32_t;
+
+// Byte range [begin, end) of a text.
+struct TextRange {
+  std::size_t begin = 0, end = 0;
+};
 
 struct AddedToken {
   TokenId id = 0;
@@ -40,7 +46,16 @@ class Tokenizer {
   // Token ids of UTF-8 `text`. Added tokens (special ones included) in the
   // text are recognised; nothing is prepended or appended (no BOS). Throws on
   // invalid UTF-8 (naming the byte offset) and on inputs over max_input_bytes.
+  // Working memory beyond the returned ids is bounded by an internal chunk of
+  // 64 KiB (chunks end where the pre-tokenizer always splits, so the ids are
+  // those of the whole text) and by the longest pre-tokenizer piece.
   std::vector<TokenId> encode(std::string_view text) const;
+  // Like encode(text), except that added tokens are not recognised inside the
+  // `plain` ranges (sorted, disjoint): their text is encoded as ordinary text, as
+  // if it were split on its own from the surrounding text only where added tokens
+  // are found outside the ranges. With no added-token text inside the ranges the
+  // ids equal encode(text).
+  std::vector<TokenId> encode(std::string_view text, std::span<const TextRange> plain) const;
 
   // Text of `ids` (invalid UTF-8 replaced by U+FFFD per maximal subpart).
   std::string decode(const std::vector<TokenId>& ids, bool skip_special = false) const;

@@ -6,6 +6,7 @@
 // I/O, naming and format detection, not numerics.
 #pragma once
 
+#include <cstring>
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +36,20 @@ inline OwnedTensor make_tensor(std::string name, DType dtype, Shape shape) {
   t.bytes.resize(static_cast<size_t>(shape_numel(t.shape)) * dtype_size(dtype));
   uint32_t state = static_cast<uint32_t>(std::hash<std::string>{}(t.name));
   for (auto& b : t.bytes) b = static_cast<unsigned char>((state = state * 1664525u + 1013904223u) >> 24);
+  // Random bytes, but finite values (the loader refuses NaN/Inf in non-expert tensors and
+  // scales) and expert ids in range (hash-routing tables hold ids < n_routed_experts).
+  const size_t size = dtype_size(dtype), n = t.bytes.size() / std::max<size_t>(size, 1);
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char* e = t.bytes.data() + i * size;
+    switch (dtype) {
+      case DType::F32: e[3] &= 0xBF; break;      // exponent below all-ones
+      case DType::F16: case DType::BF16: e[1] &= 0xBF; break;
+      case DType::F8_E4M3: e[0] &= 0xBF; break;  // S.1111.111 is the only NaN
+      case DType::F8_E8M0: e[0] &= 0x7F; break;  // 0xFF is NaN
+      case DType::I64: case DType::I32: std::memset(e, 0, size); break;
+      default: break;
+    }
+  }
   return t;
 }
 

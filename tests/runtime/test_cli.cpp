@@ -2,13 +2,22 @@
 // (MEGAMOE_BINARY_PATH): the .npy they write matches the transformers golden,
 // greedy output is deterministic, sampling reproduces by seed, and bad input
 // fails with exit code 1 and a message naming the problem.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "core/npy.hpp"
 #include "model/tiny_models.hpp"
@@ -105,13 +114,172 @@ TEST(Cli, BadInputFailsWithAClearMessage) {
       {"logits --model " + kTinyA + " --ids 1 --out /tmp/x.npy --mode chunked:0", "chunk size"},
       {"logits --model /nonexistent/dir --ids 1 --out /tmp/x.npy", "/nonexistent/dir"},
       {"generate --model " + kTinyA + " --ids 1,128", "outside the vocabulary"},
-      {"generate --model " + kTinyA + " --ids 1 --top-p 0", "top_p"},
+      {"generate --model " + kTinyA + " --ids 1 --top-p 0", "--top-p must be a finite number in (0, 1], got '0'"},
   };
   for (const Case& c : cases) {
     const Result r = run(c.args);
     EXPECT_EQ(r.code, 1) << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
   }
+}
+
+// Issue 14: every option-parsing error exits 1 with one line (CLI11 alone exits
+// 104-109 with two lines), numbers are checked, and nothing echoes 300 digits.
+TEST(Cli, OptionErrorsExitOneWithOneLine) {
+  const std::string digits(300, '9');
+  struct Case {
+    std::string args, needle;
+  };
+  const std::vector<Case> cases = {
+      {"generate --model " + kTinyA + " --ids 1 --bogus", "--bogus"},
+      {"generate --ids 1", "--model is required"},
+      {"logits --model " + kTinyA + " --ids 1", "--out is required"},
+      {"generate --model " + kTinyA + " --ids 1 --max-new-tokens abc", "--max-new-tokens"},
+      {"generate --model " + kTinyA + " --ids 1 --max-new-tokens -3", "--max-new-tokens"},
+      {"generate --model " + kTinyA + " --ids 1 --temperature -0.5", "--temperature must be a finite number in [0, 1e+06], got '-0.5'"},
+      {"generate --model " + kTinyA + " --ids 1 --temperature nan", "--temperature"},
+      {"generate --model " + kTinyA + " --ids 1 --temperature inf", "--temperature"},
+      {"generate --model " + kTinyA + " --ids 1 --top-k -1", "--top-k"},
+      {"generate --model " + kTinyA + " --ids 1 --max-new-tokens 0x10", "--max-new-tokens must be an integer"},
+      {"generate --model " + kTinyA + " --ids 1 --max-new-tokens 1e3", "--max-new-tokens must be an integer"},
+      {"generate --model " + kTinyA + " --ids 1 --top-p 1.5", "--top-p must be a finite number in (0, 1]"},
+      {"generate --model " + kTinyA + " --ids 1 --seed -1", "--seed"},
+      {"generate --model " + kTinyA + " --ids 1 --seed 18446744073709551616", "--seed"},
+      {"generate --model " + kTinyA + " --ids 1 --seed " + digits, "--seed"},
+      {"generate --model " + kTinyA + " --ids 1 --temperature 1e" + digits, "--temperature"},
+      {"generate --model " + kTinyA + " --ids " + digits, "is not a token id"},
+      {"tokenize --tokenizer x --max-bytes -5", "--max-bytes"},
+      {"inspect", "dir is required"},
+      {"inspect a b", "b"},
+  };
+  for (const Case& c : cases) {
+    const Result r = run(c.args);
+    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << "one line: " << c.args << "\n" << r.output;
+    EXPECT_EQ(r.output.find(std::string(40, '9')), std::string::npos) << "no 300-digit numbers: " << r.output;
+  }
+  EXPECT_EQ(run("generate --help").code, 0);
+  EXPECT_EQ(run("generate --seed 18446744073709551615 --model " + kTinyA + " --ids 1 --max-new-tokens 1").code, 0);
+}
+
+TEST(Cli, MaxNewTokensMustFitTheContextBeforeAnyWork) {
+  // tiny-b: max_position_embeddings 128.
+  const std::string model = testing::tiny_model_dir("tiny-b").string();
+  Result r = run("generate --model " + model + " --ids 1,2,3 --max-new-tokens 126 --ignore-eos");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("--max-new-tokens 126 does not fit: the prompt has 3 tokens and "), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("max_position_embeddings = 128 allows 125 more"), std::string::npos) << r.output;
+  r = run("generate --model " + model + " --ids 1,2,3 --max-new-tokens 125 --ignore-eos");
+  EXPECT_EQ(r.code, 0) << r.output;
+  std::string many;
+  for (int i = 0; i < 129; ++i) many += (i ? "," : "") + std::to_string(i % 7);
+  r = run("logits --model " + model + " --ids " + many + " --out /tmp/megamoe-ctx.npy");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("the 129 token ids exceed"), std::string::npos) << r.output;
+}
+
+TEST(Cli, IdsFromAFileOrStdin) {
+  const auto file = std::filesystem::temp_directory_path() / "megamoe-ids-file.txt";
+  std::ofstream(file) << "0, 5\n7\n";
+  const std::string base = "generate --model " + kTinyA + " --max-new-tokens 6 --ignore-eos";
+  const Result by_arg = run(base + " --ids 0,5,7");
+  ASSERT_EQ(by_arg.code, 0) << by_arg.output;
+  const Result by_file = run(base + " --ids-file " + file.string());
+  EXPECT_EQ(by_file.code, 0) << by_file.output;
+  EXPECT_EQ(by_file.output, by_arg.output);
+  const Result by_stdin = run(base + " --ids-file - < " + file.string());
+  EXPECT_EQ(by_stdin.output, by_arg.output);
+  const auto out = std::filesystem::temp_directory_path() / "megamoe-ids-file.npy";
+  EXPECT_EQ(run("logits --model " + kTinyA + " --ids-file " + file.string() + " --out " + out.string()).code, 0);
+  EXPECT_EQ(read_npy_f32(out).shape, (Shape{3, 128}));
+  const Result both = run(base + " --ids 1 --ids-file " + file.string());
+  EXPECT_EQ(both.code, 1);
+  EXPECT_NE(both.output.find("--ids and --ids-file cannot be combined"), std::string::npos) << both.output;
+  const Result dir = run(base + " --ids-file /tmp");
+  EXPECT_EQ(dir.code, 1);
+  EXPECT_NE(dir.output.find("/tmp: not a regular file (a directory)"), std::string::npos) << dir.output;
+}
+
+// Issue 14: a NaN in a weight ran to exit 0 (greedy printed token 0 forever); the
+// loader's validation now names the tensor before any work.
+TEST(Cli, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const auto dir = std::filesystem::temp_directory_path() / "megamoe-nan-weights";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  for (const auto& e : std::filesystem::directory_iterator(testing::tiny_model_dir("tiny-a")))
+    std::filesystem::copy_file(e.path(), dir / e.path().filename());
+  // model.norm.weight: find it in the header and overwrite its first element with NaN bytes.
+  const auto file = dir / "model.safetensors";
+  std::fstream io(file, std::ios::binary | std::ios::in | std::ios::out);
+  unsigned char len[8];
+  io.read(reinterpret_cast<char*>(len), 8);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len[i];
+  std::string header(header_len, '\0');
+  io.read(header.data(), static_cast<std::streamsize>(header_len));
+  const nlohmann::json h = nlohmann::json::parse(header);
+  const std::string name = h.contains("model.norm.weight") ? "model.norm.weight" : "norm.weight";
+  ASSERT_TRUE(h.contains(name));
+  const uint64_t offset = h[name]["data_offsets"][0].get<uint64_t>();
+  const std::string dtype = h[name]["dtype"];
+  const unsigned char nan_f32[4] = {0, 0, 0xc0, 0x7f}, nan_bf16[2] = {0xc0, 0x7f};
+  io.seekp(static_cast<std::streamoff>(8 + header_len + offset));
+  io.write(reinterpret_cast<const char*>(dtype == "F32" ? nan_f32 : nan_bf16), dtype == "F32" ? 4 : 2);
+  io.close();
+  for (const std::string& command : {"generate --device cpu --model " + dir.string() + " --ids 1,2 --max-new-tokens 4",
+                                     "inspect " + dir.string()}) {
+    const Result r = run(command);
+    EXPECT_EQ(r.code, 1) << command << "\n" << r.output;
+    EXPECT_NE(r.output.find("tensor '" + name + "': non-finite value (NaN or Inf) at element 0"), std::string::npos)
+        << r.output;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Peak resident memory (KiB) of one run of the binary, and its exit code.
+std::pair<long, int> max_rss_kib(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  std::string binary = MEGAMOE_BINARY_PATH;
+  argv.push_back(binary.data());
+  std::vector<std::string> copies = args;
+  for (std::string& a : copies) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  ::wait4(pid, &status, 0, &usage);
+  return {usage.ru_maxrss, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+// Issue 14: prefill memory is linear in the prompt (the CPU backend runs long
+// prompts in chunks of max_step_rows), shown on a 32K-token prompt.
+TEST(Cli, PrefillMemoryIsLinearInThePrompt) {
+  const std::string model = testing::tiny_model_dir("tiny-c").string();
+  auto run_with = [&](int tokens) {
+    const auto file = std::filesystem::temp_directory_path() / ("megamoe-prefill-" + std::to_string(tokens) + ".txt");
+    {
+      std::ofstream out(file);
+      for (int i = 0; i < tokens; ++i) out << (i * 7919 % 150) << (i + 1 < tokens ? "," : "\n");
+    }
+    const auto [rss, code] = max_rss_kib({"generate", "--device", "cpu", "--model", model, "--ids-file", file.string(),
+                                          "--max-new-tokens", "1", "--ignore-eos"});
+    EXPECT_EQ(code, 0) << tokens << " tokens";
+    std::printf("prefill of %d tokens: max RSS %.1f MiB\n", tokens, rss / 1024.0);
+    return rss;
+  };
+  const long base = run_with(16), at4k = run_with(4096), at32k = run_with(32768);
+  // Linear: the 32K growth is ~8x the 4K growth; quadratic would be ~64x.
+  EXPECT_LT(at32k - base, 16 * std::max<long>(at4k - base, 1024)) << base << " " << at4k << " " << at32k;
+  EXPECT_LT(at32k, 512 * 1024) << "KiB";
 }
 
 }  // namespace

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "core/error.hpp"
@@ -63,6 +65,41 @@ TEST(Sampler, TopPKeepsTheNucleusOnly) {
   EXPECT_EQ(seen, (std::set<int32_t>{0, 1}));
   EXPECT_THROW(Sampler(SamplingParams{1.0, 0, 0.0, 0}), Error);
   EXPECT_THROW(Sampler(SamplingParams{1.0, -1, 1.0, 0}), Error);
+}
+
+// Issue 14: greedy argmax over NaN said "token 0" forever; now no token comes from non-finite logits.
+TEST(Sampler, RefusesNonFiniteLogitsAndNegativeTemperature) {
+  for (const float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    std::vector<float> logits = {0.5f, 1.f, 2.f, 0.f};
+    logits[2] = bad;
+    for (const double temperature : {0.0, 1.0}) {
+      Sampler sampler({temperature, 0, 1.0, 1});
+      try {
+        sampler.sample(logits);
+        ADD_FAILURE() << "a token from a non-finite logit";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("non-finite logit"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("token id 2"), std::string::npos) << e.what();
+      }
+    }
+  }
+  EXPECT_THROW(Sampler({-0.5, 0, 1.0, 1}), Error);  // negative temperature used to mean greedy
+}
+
+TEST(TokenIds, FilesTakeWhitespaceAndNeverEchoTheWholeList) {
+  const auto file = std::filesystem::temp_directory_path() / "megamoe-token-ids.txt";
+  std::ofstream(file) << " 3, 17\n42\t5\n";
+  EXPECT_EQ(read_token_ids_file(file.string()), (std::vector<int32_t>{3, 17, 42, 5}));
+  std::string huge(1 << 20, '1');
+  try {
+    parse_token_ids("1,2," + huge);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_LT(std::string(e.what()).size(), 200u);
+  }
+  EXPECT_THROW(parse_token_ids("1 2"), Error);  // --ids: commas only
+  std::ofstream(file) << "1,,2";
+  EXPECT_THROW(read_token_ids_file(file.string()), Error);
 }
 
 TEST(Npy, RoundTripsAndRejectsGarbage) {

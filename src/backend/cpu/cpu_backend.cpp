@@ -47,9 +47,22 @@ dsv4::HcMix unpack_mix(const float* in, int64_t nc) {
 
 }  // namespace
 
+namespace {
+
+// Prompts longer than this run as chunked prefill (Model::forward): activation
+// memory stays that of one chunk, and the per-sequence state grows linearly.
+constexpr int64_t kDefaultCpuStepRows = 1024;
+
+BackendOptions with_cpu_defaults(BackendOptions options) {
+  if (options.max_step_rows <= 0) options.max_step_rows = kDefaultCpuStepRows;
+  return options;
+}
+
+}  // namespace
+
 CpuBackend::CpuBackend(const Checkpoint& checkpoint, const BackendOptions& options)
     : config_(checkpoint.config()),
-      options_(options),
+      options_(with_cpu_defaults(options)),
       weights_(dsv4::load_model_weights(checkpoint, dsv4::LoadOptions{options.eager_expert_bytes})),
       rope_main_(config_.rope_main, config_.rope_head_dim),
       rope_compress_(config_.rope_compress, config_.rope_head_dim) {}
