@@ -352,6 +352,15 @@ int Server::start() {
   http_->set_read_timeout(30);
   http_->set_write_timeout(60);
   routes();
+  // cpp-httplib 0.11 listens with a backlog of 5, too few for a burst of
+  // clients; the listening socket is taken here and given a full backlog
+  // after the bind (listen() again only resizes the queue).
+  auto listen_fd = std::make_shared<int>(-1);
+  http_->set_socket_options([listen_fd](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    *listen_fd = static_cast<int>(sock);
+  });
   if (options_.port == 0) {
     port_ = http_->bind_to_any_port(options_.host);
   } else {
@@ -362,6 +371,7 @@ int Server::start() {
     MEGAMOE_THROW("serve: cannot listen on ", options_.host, ":", options_.port,
                   " (address in use, not local, or not permitted)");
   }
+  if (*listen_fd >= 0) ::listen(*listen_fd, SOMAXCONN);
   listener_ = std::thread([this] { http_->listen_after_bind(); });
   return port_;
 }
