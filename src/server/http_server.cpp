@@ -264,7 +264,7 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
         });
   } catch (const ApiError& e) {
     reply_error(res, api_int, e.status(), e.type(), e.what(), e.param(), e.code());
-    log_request(id, req.path, e.status(), nullptr, start, e.status() >= 500 ? "" : "");
+    log_request(id, req.path, e.status(), nullptr, start, "");
   } catch (const Error& e) {
     reply_error(res, api_int, 400, "invalid_request_error", e.what(), "", "");
     log_request(id, req.path, 400, nullptr, start, "");
