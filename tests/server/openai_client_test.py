@@ -2,18 +2,23 @@
 """`megamoe serve` through the official `openai` Python client (optional test).
 
 Usage: openai_client_test.py MEGAMOE_BINARY TEST_DATA_DIR
-Exits 77 (skipped) when the `openai` package is not importable; install it
-with `pip install openai==3.51.0` to run it.
+Exits 77 (skipped) when the `openai` package is not importable. scripts/test.sh
+installs it (pinned) with scripts/fetch_openai_client.sh and points
+MEGAMOE_OPENAI_SITE at it.
 """
 import json
+import os
 import signal
 import subprocess
 import sys
 
+if os.environ.get("MEGAMOE_OPENAI_SITE"):
+    sys.path.insert(0, os.environ["MEGAMOE_OPENAI_SITE"])
+
 try:
     import openai
 except ImportError:
-    print("skipped: the openai package is not installed (pip install openai==3.51.0)")
+    print("skipped: the openai package is not importable (export MEGAMOE_OPENAI_SITE=$(bash scripts/fetch_openai_client.sh))")
     sys.exit(77)
 
 binary, data = sys.argv[1], sys.argv[2]
