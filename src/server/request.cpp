@@ -1,5 +1,6 @@
 #include "server/request.hpp"
 
+#include <cmath>
 #include <random>
 
 #include "server/api_error.hpp"
@@ -33,8 +34,10 @@ double number(const json& obj, const std::string& key, double def, double lo, do
 int64_t integer(const json& obj, const std::string& key, int64_t def, int64_t lo, int64_t hi, const std::string& path) {
   const json* v = member(obj, key);
   if (!v) return def;
-  if (v->is_number_float() && v->get<double>() == static_cast<double>(static_cast<int64_t>(v->get<double>()))) {
+  if (v->is_number_float()) {
     // 16.0 is accepted as 16 (some clients serialise every number as a float).
+    const double d = v->get<double>();
+    if (!(d >= -9.2e18 && d <= 9.2e18) || d != std::floor(d)) wrong_type(path, "an integer", *v);
   } else if (!v->is_number_integer()) {
     wrong_type(path, "an integer", *v);
   }

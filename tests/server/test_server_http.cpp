@@ -398,6 +398,7 @@ TEST(ServerHttp, BadRequestsGetOpenAiErrors) {
       {R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1})", "max_tokens", "max_tokens"},
       {R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0})", "max_tokens", "max_tokens"},
       {R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 1.5})", "max_tokens", "integer"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 1e300})", "max_tokens", "integer"},
       {R"({"messages": [{"role": "user", "content": "x"}], "n": 2})", "n", "n is not supported"},
       {R"({"messages": [{"role": "user", "content": "x"}], "presence_penalty": 0.5})", "presence_penalty", "not supported"},
       {R"({"messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": 1}})", "logit_bias", "not supported"},
