@@ -278,7 +278,7 @@ void Server::routes() {
   httplib::Server& s = *http_;
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (req.path.rfind("/v1/", 0) == 0 && !authorized(req)) {
-      reply_error(res, static_cast<int>(req.path == "/v1/messages" ? Api::kMessages : Api::kChat), 401,
+      reply_error(res, static_cast<int>(req.path.rfind("/v1/messages", 0) == 0 ? Api::kMessages : Api::kChat), 401,
                   "authentication_error", "a valid API key is required (Authorization: Bearer KEY or x-api-key: KEY)",
                   "", "invalid_api_key");
       return httplib::Server::HandlerResponse::Handled;
@@ -287,7 +287,7 @@ void Server::routes() {
   });
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    const Api api = req.path == "/v1/messages" ? Api::kMessages : Api::kChat;
+    const Api api = req.path.rfind("/v1/messages", 0) == 0 ? Api::kMessages : Api::kChat;
     res.set_content(error_body(api, res.status, default_error_type(res.status), default_error_message(res.status), "", "")
                         .dump(),
                     "application/json");
@@ -313,6 +313,17 @@ void Server::routes() {
   });
   s.Post("/v1/messages", [this](const httplib::Request& req, httplib::Response& res) {
     handle_generation(req, res, static_cast<int>(Api::kMessages));
+  });
+  s.Post("/v1/messages/count_tokens", [this](const httplib::Request& req, httplib::Response& res) {
+    try {
+      const ApiContext ctx{tokenizer_, tokens_.bos_id, tokens_.eos_id, engine_.vocab_size(), engine_.max_context()};
+      const ParsedRequest p = parse_messages_request(parse_body(req.body), ctx, /*count_tokens=*/true);
+      res.set_content(json{{"input_tokens", p.gen.prompt.size()}}.dump(), "application/json");
+    } catch (const ApiError& e) {
+      reply_error(res, static_cast<int>(Api::kMessages), e.status(), e.type(), e.what(), e.param(), e.code());
+    } catch (const std::exception& e) {
+      reply_error(res, static_cast<int>(Api::kMessages), 400, "invalid_request_error", e.what(), "", "");
+    }
   });
   s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     const json model = {{"id", options_.model_name},

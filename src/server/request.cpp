@@ -534,11 +534,13 @@ void anthropic_message(const json& m, std::size_t i, json& out) {
 
 }  // namespace
 
-ParsedRequest parse_messages_request(const json& body, const ApiContext& ctx) {
+ParsedRequest parse_messages_request(const json& body, const ApiContext& ctx, bool count_tokens) {
   ParsedRequest r;
   r.model = string_field(body, "model", "", "model");
   r.stream = boolean(body, "stream", false, "stream");
-  if (!member(body, "max_tokens")) MEGAMOE_BAD_REQUEST("max_tokens", "max_tokens is missing (it is required)");
+  if (!count_tokens && !member(body, "max_tokens")) {
+    MEGAMOE_BAD_REQUEST("max_tokens", "max_tokens is missing (it is required)");
+  }
   const bool ignore_eos = boolean(body, "ignore_eos", false, "ignore_eos");
   if (!ignore_eos && ctx.eos_id >= 0) r.text.eos_ids = {static_cast<int32_t>(ctx.eos_id)};
 

@@ -40,6 +40,8 @@ nlohmann::ordered_json parse_body(const std::string& body);
 
 ParsedRequest parse_chat_request(const nlohmann::ordered_json& body, const ApiContext& ctx);
 ParsedRequest parse_completion_request(const nlohmann::ordered_json& body, const ApiContext& ctx);
-ParsedRequest parse_messages_request(const nlohmann::ordered_json& body, const ApiContext& ctx);
+// count_tokens: the same body without the required max_tokens (POST /v1/messages/count_tokens).
+ParsedRequest parse_messages_request(const nlohmann::ordered_json& body, const ApiContext& ctx,
+                                     bool count_tokens = false);
 
 }  // namespace megamoe::server

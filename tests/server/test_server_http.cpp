@@ -486,6 +486,9 @@ TEST(ServerHttp, AnthropicMessagesText) {
     }
   }
   EXPECT_EQ(text, want.content);
+  const Reply count = post(s, "/v1/messages/count_tokens", R"({"messages": [{"role": "user", "content": "Hello there"}]})");
+  ASSERT_EQ(count.status, 200) << count.body;
+  EXPECT_EQ(count.json_body["input_tokens"], r.json_body["usage"]["input_tokens"]);
   const Reply bad = post(s, "/v1/messages", R"({"messages": [{"role": "user", "content": "Hi"}]})");
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(bad.json_body["type"], "error");
