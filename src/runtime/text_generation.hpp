@@ -75,6 +75,7 @@ class TextStreamer {
   void finish();
 
   text::StreamStatus status() const { return decoder_.status(); }
+  const std::string& matched_stop() const { return decoder_.matched_stop(); }  // the stop string that ended it
   const std::string& text() const { return decoder_.text(); }  // all decoded text, markup included
   bool truncated() const { return parser_.truncated(); }        // chat: an unfinished tool-call block was dropped
   const std::string& parse_error() const { return parser_.error(); }

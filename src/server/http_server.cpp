@@ -1,0 +1,404 @@
+#include "server/http_server.hpp"
+
+#include <dirent.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "server/api_error.hpp"
+#include "server/generation.hpp"
+#include "server/reply.hpp"
+#include "server/request.hpp"
+
+namespace megamoe::server {
+namespace {
+
+using json = nlohmann::ordered_json;
+constexpr auto kPoll = std::chrono::milliseconds(20);
+
+std::string random_id(const std::string& prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* digits = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::string s = prefix;
+  for (int i = 0; i < 24; ++i) s += digits[rng() % 36];
+  return s;
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string address_string(const sockaddr_storage& a, int* port) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (a.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&a);
+    inet_ntop(AF_INET, &in->sin_addr, buf, sizeof(buf));
+    *port = ntohs(in->sin_port);
+  } else if (a.ss_family == AF_INET6) {
+    const auto* in = reinterpret_cast<const sockaddr_in6*>(&a);
+    inet_ntop(AF_INET6, &in->sin6_addr, buf, sizeof(buf));
+    *port = ntohs(in->sin6_port);
+  } else {
+    *port = -1;
+  }
+  return buf;
+}
+
+// The connected socket of a request, found by its two endpoints, so a
+// handler can notice a client that went away while it waits (cpp-httplib
+// 0.11 tells a handler nothing about its connection). -1 if not found; then
+// a disconnect is noticed when a write fails.
+int connection_fd(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    struct stat st;
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof(local), pl = sizeof(peer);
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &ll) != 0) continue;
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
+    int lport = -1, pport = -1;
+    address_string(local, &lport);
+    const std::string paddr = address_string(peer, &pport);
+    if (lport == req.local_port && pport == req.remote_port && paddr == req.remote_addr) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// The client closed its end (or the connection broke).
+bool peer_gone(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, static_cast<short>(POLLRDHUP), 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+bool key_matches(const std::string& given, const std::string& key) {
+  if (given.size() != key.size()) return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < key.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ key[i]);
+  return diff == 0;
+}
+
+const char* default_error_type(int status) {
+  if (status == 401) return "authentication_error";
+  if (status == 404) return "not_found_error";
+  if (status >= 500) return "server_error";
+  return "invalid_request_error";
+}
+
+std::string default_error_message(int status) {
+  switch (status) {
+    case 400: return "malformed HTTP request";
+    case 404: return "no such endpoint";
+    case 405: return "method not allowed";
+    case 413: return "the request body is larger than the server's limit";
+    case 414: return "the request URI is too long";
+    default: return "HTTP error " + std::to_string(status);
+  }
+}
+
+// Counts a generation reply as open while it lives.
+class OpenReply {
+ public:
+  explicit OpenReply(std::atomic<int64_t>& n) : n_(n) { ++n_; }
+  ~OpenReply() { --n_; }
+  OpenReply(const OpenReply&) = delete;
+  OpenReply& operator=(const OpenReply&) = delete;
+
+ private:
+  std::atomic<int64_t>& n_;
+};
+
+}  // namespace
+
+std::string ServerOptions::describe() const {
+  return str_cat("host ", host, ", port ", port, ", model name '", model_name, "', max-batch ", max_batch,
+                 ", max-queue ", max_queue, ", prefill-chunk ", prefill_chunk, ", max body ", max_body_bytes,
+                 " bytes, api key ", api_key.empty() ? "off" : "on");
+}
+
+Server::Server(ServerOptions options, StepEngine& engine, const text::Tokenizer& tokenizer, ModelTokens tokens)
+    : options_(std::move(options)), engine_(engine), tokenizer_(tokenizer), tokens_(tokens), created_(unix_now()) {
+  MEGAMOE_CHECK(options_.max_body_bytes > 0, "serve: the body size limit must be positive");
+  MEGAMOE_CHECK(options_.max_queue >= 0, "serve: --max-queue must be >= 0");
+}
+
+Server::~Server() { shutdown(std::chrono::milliseconds(0)); }
+
+void Server::reply_error(httplib::Response& res, int api, int status, const std::string& type,
+                         const std::string& message, const std::string& param, const std::string& code) {
+  res.status = status;
+  if (status == 503) res.set_header("Retry-After", "1");
+  res.set_content(error_body(static_cast<Api>(api), status, type, message, param, code).dump(-1, ' ', false,
+                                                                                           json::error_handler_t::replace),
+                  "application/json");
+}
+
+bool Server::authorized(const httplib::Request& req) const {
+  if (options_.api_key.empty()) return true;
+  const std::string auth = req.get_header_value("Authorization");
+  if (auth.rfind("Bearer ", 0) == 0 && key_matches(auth.substr(7), options_.api_key)) return true;
+  return req.has_header("x-api-key") && key_matches(req.get_header_value("x-api-key"), options_.api_key);
+}
+
+void Server::log_request(const std::string& id, const std::string& path, int status, const Generation* g,
+                         Clock::time_point start, const std::string& finish) {
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  if (!finish.empty()) metrics_.count_request(finish);
+  if (!options_.log_requests) return;
+  const double ttft = g ? g->ttft_seconds() * 1000.0 : -1.0;
+  std::fprintf(stderr, "megamoe serve: %s %s status=%d in=%lld out=%lld ttft_ms=%.1f dur_ms=%.1f finish=%s\n",
+               id.c_str(), path.c_str(), status, static_cast<long long>(g ? g->prompt_tokens() : 0),
+               static_cast<long long>(g ? g->completion_tokens() : 0), ttft, ms, finish.empty() ? "-" : finish.c_str());
+}
+
+void Server::handle_generation(const httplib::Request& req, httplib::Response& res, int api_int) {
+  const Api api = static_cast<Api>(api_int);
+  const auto start = Clock::now();
+  const std::string id =
+      random_id(api == Api::kChat ? "chatcmpl-" : api == Api::kCompletion ? "cmpl-" : "msg_");
+  auto open = std::make_shared<OpenReply>(open_replies_);
+  try {
+    if (draining_) MEGAMOE_API_ERROR(503, "server_error", "", "shutting_down", "the server is shutting down");
+    const json body = parse_body(req.body);
+    const ApiContext ctx{tokenizer_, tokens_.bos_id, tokens_.eos_id, engine_.vocab_size(), engine_.max_context()};
+    ParsedRequest p = api == Api::kChat         ? parse_chat_request(body, ctx)
+                      : api == Api::kCompletion ? parse_completion_request(body, ctx)
+                                                : parse_messages_request(body, ctx);
+    const auto prompt_tokens = static_cast<int64_t>(p.gen.prompt.size());
+    std::shared_ptr<Generation> gen = Generation::create(tokenizer_, p.text, std::move(p.gen));
+    ReplyInfo info{api, id, options_.model_name, unix_now(), p.include_usage, gen->job()->params.want_logprobs,
+                   prompt_tokens};
+    std::shared_ptr<ReplyFormat> format = make_reply_format(info);
+    scheduler_->submit(gen->job());
+    const int fd = connection_fd(req);
+
+    if (!p.stream) {
+      bool gone = false;
+      for (;;) {
+        if (gen->take(kPoll).ended) break;
+        if (!gone && peer_gone(fd)) {  // nobody to answer: free the slot now
+          gone = true;
+          gen->cancel();
+          scheduler_->poke();
+        }
+      }
+      const EndReason reason = gen->reason();
+      if (reason == EndReason::kError) {
+        MEGAMOE_API_ERROR(500, "server_error", "", "", gen->error());
+      } else if (reason == EndReason::kShutdown) {
+        MEGAMOE_API_ERROR(503, "server_error", "", "shutting_down", "the server shut down before the reply was done");
+      }
+      const std::string finish = reason == EndReason::kCancelled ? "cancelled" : gen->finish_reason();
+      res.set_content(format->whole(*gen).dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+      log_request(id, req.path, 200, gen.get(), start, finish);
+      return;
+    }
+
+    struct StreamState {
+      bool started = false;
+      bool ended = false;
+    };
+    auto state = std::make_shared<StreamState>();
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    const std::string path = req.path;
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, gen, format, state, fd, open](size_t, httplib::DataSink& sink) {
+          auto write = [&](const std::string& s) { return s.empty() || sink.write(s.data(), s.size()); };
+          auto abandon = [&] {
+            gen->cancel();
+            scheduler_->poke();
+            return false;
+          };
+          if (!state->started) {
+            state->started = true;
+            if (!write(format->stream_start())) return abandon();
+          }
+          const Batch batch = gen->take(kPoll);
+          if ((!batch.deltas.empty() || !batch.logprobs.empty()) && !write(format->stream_batch(batch))) return abandon();
+          if (batch.ended) {
+            state->ended = true;
+            const EndReason reason = gen->reason();
+            const std::string tail = reason == EndReason::kError      ? format->stream_error(gen->error())
+                                     : reason == EndReason::kShutdown ? format->stream_error("the server shut down")
+                                                                      : format->stream_end(*gen);
+            if (!write(tail)) return false;
+            sink.done();
+            return true;
+          }
+          if (peer_gone(fd)) return abandon();
+          return true;
+        },
+        [this, gen, state, id, path, start](bool) {
+          if (!state->ended) {
+            gen->cancel();
+            scheduler_->poke();
+          }
+          std::string finish = state->ended ? (gen->reason() == EndReason::kLength || gen->reason() == EndReason::kStop
+                                                   ? gen->finish_reason()
+                                                   : end_reason_name(gen->reason()))
+                                            : "cancelled";
+          log_request(id, path, 200, gen.get(), start, finish);
+        });
+  } catch (const ApiError& e) {
+    reply_error(res, api_int, e.status(), e.type(), e.what(), e.param(), e.code());
+    log_request(id, req.path, e.status(), nullptr, start, "");
+  } catch (const Error& e) {
+    reply_error(res, api_int, 400, "invalid_request_error", e.what(), "", "");
+    log_request(id, req.path, 400, nullptr, start, "");
+  } catch (const std::exception& e) {
+    reply_error(res, api_int, 500, "server_error", e.what(), "", "");
+    log_request(id, req.path, 500, nullptr, start, "");
+  }
+}
+
+void Server::routes() {
+  httplib::Server& s = *http_;
+  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (req.path.rfind("/v1/", 0) == 0 && !authorized(req)) {
+      reply_error(res, static_cast<int>(req.path.rfind("/v1/messages", 0) == 0 ? Api::kMessages : Api::kChat), 401,
+                  "authentication_error", "a valid API key is required (Authorization: Bearer KEY or x-api-key: KEY)",
+                  "", "invalid_api_key");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    const Api api = req.path.rfind("/v1/messages", 0) == 0 ? Api::kMessages : Api::kChat;
+    res.set_content(error_body(api, res.status, default_error_type(res.status), default_error_message(res.status), "", "")
+                        .dump(),
+                    "application/json");
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    res.status = 500;
+    res.set_content(error_body(Api::kChat, 500, "server_error", what, "", "").dump(), "application/json");
+  });
+  s.set_logger([this](const httplib::Request&, const httplib::Response& res) { metrics_.count_reply(res.status); });
+
+  s.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_generation(req, res, static_cast<int>(Api::kChat));
+  });
+  s.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_generation(req, res, static_cast<int>(Api::kCompletion));
+  });
+  s.Post("/v1/messages", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_generation(req, res, static_cast<int>(Api::kMessages));
+  });
+  s.Post("/v1/messages/count_tokens", [this](const httplib::Request& req, httplib::Response& res) {
+    try {
+      const ApiContext ctx{tokenizer_, tokens_.bos_id, tokens_.eos_id, engine_.vocab_size(), engine_.max_context()};
+      const ParsedRequest p = parse_messages_request(parse_body(req.body), ctx, /*count_tokens=*/true);
+      res.set_content(json{{"input_tokens", p.gen.prompt.size()}}.dump(), "application/json");
+    } catch (const ApiError& e) {
+      reply_error(res, static_cast<int>(Api::kMessages), e.status(), e.type(), e.what(), e.param(), e.code());
+    } catch (const std::exception& e) {
+      reply_error(res, static_cast<int>(Api::kMessages), 400, "invalid_request_error", e.what(), "", "");
+    }
+  });
+  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    const json model = {{"id", options_.model_name},
+                        {"object", "model"},
+                        {"created", created_},
+                        {"owned_by", "megamoe"},
+                        {"max_model_len", engine_.max_context()}};
+    res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(), "application/json");
+  });
+  s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    const bool draining = draining_.load();
+    const bool healthy = scheduler_->healthy();
+    res.status = !draining && healthy ? 200 : 503;
+    res.set_content(json{{"status", draining ? "shutting_down" : healthy ? "ok" : "unhealthy"}}.dump(),
+                    "application/json");
+  });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_.render(), "text/plain; version=0.0.4");
+  });
+}
+
+int Server::start() {
+  MEGAMOE_CHECK(!http_, "serve: the server was already started");
+  ::signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error return, not a signal
+  SchedulerOptions so;
+  so.max_batch = options_.max_batch;
+  so.max_queue = options_.max_queue;
+  so.prefill_chunk = options_.prefill_chunk;
+  scheduler_ = std::make_unique<Scheduler>(engine_, so, metrics_);
+
+  http_ = std::make_unique<httplib::Server>();
+  const int64_t threads = options_.http_threads > 0 ? options_.http_threads
+                                                    : std::min<int64_t>(options_.max_batch + options_.max_queue + 8, 512);
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  http_->set_payload_max_length(static_cast<size_t>(options_.max_body_bytes));
+  http_->set_keep_alive_timeout(2);
+  http_->set_read_timeout(30);
+  http_->set_write_timeout(60);
+  routes();
+  // cpp-httplib 0.11 listens with a backlog of 5, too few for a burst of
+  // clients; the listening socket is taken here and given a full backlog
+  // after the bind (listen() again only resizes the queue).
+  auto listen_fd = std::make_shared<int>(-1);
+  http_->set_socket_options([listen_fd](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    *listen_fd = static_cast<int>(sock);
+  });
+  if (options_.port == 0) {
+    port_ = http_->bind_to_any_port(options_.host);
+  } else {
+    port_ = http_->bind_to_port(options_.host, options_.port) ? options_.port : -1;
+  }
+  if (port_ < 0) {
+    scheduler_->stop();
+    MEGAMOE_THROW("serve: cannot listen on ", options_.host, ":", options_.port,
+                  " (address in use, not local, or not permitted)");
+  }
+  if (*listen_fd >= 0) ::listen(*listen_fd, SOMAXCONN);
+  listener_ = std::thread([this] { http_->listen_after_bind(); });
+  return port_;
+}
+
+void Server::shutdown(std::chrono::milliseconds grace) {
+  std::lock_guard<std::mutex> lock(shutdown_mu_);
+  if (stopped_ || !http_) return;
+  stopped_ = true;
+  draining_ = true;
+  const auto deadline = Clock::now() + grace;
+  while (!scheduler_->idle() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  scheduler_->stop();  // ends whatever is left; the handlers write their last events
+  const auto written = Clock::now() + std::chrono::seconds(2);
+  while (open_replies_.load() > 0 && Clock::now() < written) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  http_->stop();
+  if (listener_.joinable()) listener_.join();
+}
+
+}  // namespace megamoe::server

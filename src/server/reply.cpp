@@ -1,0 +1,307 @@
+#include "server/reply.hpp"
+
+#include <random>
+
+namespace megamoe::server {
+namespace {
+
+using json = nlohmann::ordered_json;
+
+std::string random_hex(std::size_t n) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (std::size_t i = 0; i < n; ++i) s += digits[rng() & 15];
+  return s;
+}
+
+std::string sse_data(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
+std::string sse_event(const std::string& name, const json& j) {
+  return "event: " + name + "\n" + sse_data(j);
+}
+
+json bytes_array(const std::string& s) {
+  json a = json::array();
+  for (const unsigned char c : s) a.push_back(static_cast<int>(c));
+  return a;
+}
+
+// OpenAI chat logprobs: {"content": [{token, logprob, bytes, top_logprobs}]}.
+json chat_logprobs(const std::vector<TokenLogprob>& list) {
+  json content = json::array();
+  for (const TokenLogprob& t : list) {
+    json top = json::array();
+    for (const TokenLogprob& o : t.top) {
+      top.push_back(json{{"token", o.token}, {"logprob", o.logprob}, {"bytes", bytes_array(o.bytes)}});
+    }
+    content.push_back(json{{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes_array(t.bytes)}, {"top_logprobs", top}});
+  }
+  return json{{"content", content}};
+}
+
+// Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset.
+json completion_logprobs(const std::vector<TokenLogprob>& list, int64_t& offset) {
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  for (const TokenLogprob& t : list) {
+    tokens.push_back(t.token);
+    lps.push_back(t.logprob);
+    json top = json::object();
+    for (const TokenLogprob& o : t.top) top[o.token] = o.logprob;
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += static_cast<int64_t>(t.token.size());
+  }
+  return json{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+json usage_json(const Generation& g) {
+  return json{{"prompt_tokens", g.prompt_tokens()},
+              {"completion_tokens", g.completion_tokens()},
+              {"total_tokens", g.prompt_tokens() + g.completion_tokens()}};
+}
+
+class OpenAiFormat : public ReplyFormat {
+ public:
+  explicit OpenAiFormat(const ReplyInfo& info) : info_(info) {}
+
+  std::string stream_start() override {
+    if (info_.api == Api::kCompletion) return {};
+    return sse_data(chunk(json{{"role", "assistant"}, {"content", ""}}, json(), json()));
+  }
+
+  std::string stream_batch(const Batch& batch) override {
+    std::string out;
+    json logprobs = batch.logprobs.empty() ? json() : logprobs_json(batch.logprobs);
+    for (const Delta& d : batch.deltas) {
+      out += sse_data(chunk(delta_json(d), logprobs, json()));
+      logprobs = json();  // attached to the first chunk of the batch
+    }
+    if (!logprobs.is_null()) out += sse_data(chunk(delta_json(Delta{Delta::Kind::kContent, "", {}, 0}), logprobs, json()));
+    return out;
+  }
+
+  std::string stream_end(const Generation& g) override {
+    std::string out;
+    json last = info_.api == Api::kCompletion ? json() : json::object();
+    out += sse_data(chunk(last, json(), g.finish_reason()));
+    if (info_.include_usage) {
+      json u = base(info_.api == Api::kChat ? "chat.completion.chunk" : "text_completion");
+      u["choices"] = json::array();
+      u["usage"] = usage_json(g);
+      out += sse_data(u);
+    }
+    return out + "data: [DONE]\n\n";
+  }
+
+  std::string stream_error(const std::string& message) override {
+    return sse_data(error_body(info_.api, 500, "server_error", message, "", "")) + "data: [DONE]\n\n";
+  }
+
+  json whole(const Generation& g) override {
+    json reply = base(info_.api == Api::kChat ? "chat.completion" : "text_completion");
+    json choice = {{"index", 0}};
+    if (info_.api == Api::kChat) {
+      std::string content, reasoning;
+      json calls = json::array();
+      for (const Delta& d : g.all_deltas()) {
+        if (d.kind == Delta::Kind::kContent) content += d.text;
+        if (d.kind == Delta::Kind::kReasoning) reasoning += d.text;
+        if (d.kind == Delta::Kind::kToolCall) calls.push_back(tool_call_json(d, false));
+      }
+      json message = {{"role", "assistant"}, {"content", calls.empty() || !content.empty() ? json(content) : json()}};
+      if (!reasoning.empty()) message["reasoning_content"] = reasoning;
+      if (!calls.empty()) message["tool_calls"] = calls;
+      choice["message"] = message;
+    } else {
+      std::string text;
+      for (const Delta& d : g.all_deltas()) {
+        if (d.kind != Delta::Kind::kToolCall) text += d.text;
+      }
+      choice["text"] = text;
+    }
+    choice["logprobs"] = info_.logprobs ? logprobs_json(g.all_logprobs()) : json();
+    choice["finish_reason"] = g.finish_reason();
+    reply["choices"] = json::array({choice});
+    reply["usage"] = usage_json(g);
+    return reply;
+  }
+
+ private:
+  json base(const char* object) const {
+    return json{{"id", info_.id}, {"object", object}, {"created", info_.created}, {"model", info_.model},
+                {"system_fingerprint", "megamoe"}};
+  }
+
+  json logprobs_json(const std::vector<TokenLogprob>& list) {
+    return info_.api == Api::kChat ? chat_logprobs(list) : completion_logprobs(list, text_offset_);
+  }
+
+  json tool_call_json(const Delta& d, bool streamed) {
+    json call;
+    if (streamed) call["index"] = d.tool_index;
+    call["id"] = "call_" + random_hex(24);
+    call["type"] = "function";
+    call["function"] = json{{"name", d.call.name}, {"arguments", d.call.arguments}};
+    return call;
+  }
+
+  json delta_json(const Delta& d) {
+    if (d.kind == Delta::Kind::kReasoning) return json{{"reasoning_content", d.text}};
+    if (d.kind == Delta::Kind::kToolCall) return json{{"tool_calls", json::array({tool_call_json(d, true)})}};
+    return json{{"content", d.text}};
+  }
+
+  // One chunk: a chat delta (object) or completion text (the delta's content).
+  json chunk(const json& delta, const json& logprobs, const json& finish_reason) {
+    json c = base(info_.api == Api::kChat ? "chat.completion.chunk" : "text_completion");
+    json choice = {{"index", 0}};
+    if (info_.api == Api::kChat) {
+      choice["delta"] = delta;
+    } else {
+      choice["text"] = delta.is_object() && delta.contains("content") ? delta["content"] : json("");
+    }
+    choice["logprobs"] = logprobs;
+    choice["finish_reason"] = finish_reason;
+    c["choices"] = json::array({choice});
+    if (info_.include_usage) c["usage"] = json();
+    return c;
+  }
+
+  ReplyInfo info_;
+  int64_t text_offset_ = 0;
+};
+
+// Anthropic's stop_reason.
+std::string stop_reason(const Generation& g) {
+  if (g.reason() == EndReason::kLength) return "max_tokens";
+  if (g.tool_calls() > 0) return "tool_use";
+  if (!g.matched_stop().empty()) return "stop_sequence";
+  return "end_turn";
+}
+
+json tool_input(const std::string& arguments) {
+  try {
+    json j = json::parse(arguments);
+    if (j.is_object()) return j;
+  } catch (const json::exception&) {
+  }
+  return json{{"arguments", arguments}};
+}
+
+class AnthropicFormat : public ReplyFormat {
+ public:
+  explicit AnthropicFormat(const ReplyInfo& info) : info_(info) {}
+
+  std::string stream_start() override {
+    json message = {{"id", info_.id},      {"type", "message"},       {"role", "assistant"},
+                    {"model", info_.model}, {"content", json::array()}, {"stop_reason", json()},
+                    {"stop_sequence", json()},
+                    {"usage", {{"input_tokens", info_.prompt_tokens}, {"output_tokens", 0}}}};
+    return sse_event("message_start", json{{"type", "message_start"}, {"message", message}});
+  }
+
+  std::string stream_batch(const Batch& batch) override {
+    std::string out;
+    for (const Delta& d : batch.deltas) {
+      if (d.kind == Delta::Kind::kToolCall) {
+        out += close_block();
+        json block = {{"type", "tool_use"}, {"id", "toolu_" + random_hex(24)}, {"name", d.call.name}, {"input", json::object()}};
+        out += sse_event("content_block_start", json{{"type", "content_block_start"}, {"index", index_}, {"content_block", block}});
+        out += sse_event("content_block_delta",
+                         json{{"type", "content_block_delta"},
+                              {"index", index_},
+                              {"delta", {{"type", "input_json_delta"}, {"partial_json", d.call.arguments}}}});
+        open_ = "tool_use";
+        out += close_block();
+        continue;
+      }
+      const bool thinking = d.kind == Delta::Kind::kReasoning;
+      const std::string type = thinking ? "thinking" : "text";
+      if (open_ != type) {
+        out += close_block();
+        json block = thinking ? json{{"type", "thinking"}, {"thinking", ""}} : json{{"type", "text"}, {"text", ""}};
+        out += sse_event("content_block_start", json{{"type", "content_block_start"}, {"index", index_}, {"content_block", block}});
+        open_ = type;
+      }
+      json delta = thinking ? json{{"type", "thinking_delta"}, {"thinking", d.text}} : json{{"type", "text_delta"}, {"text", d.text}};
+      out += sse_event("content_block_delta", json{{"type", "content_block_delta"}, {"index", index_}, {"delta", delta}});
+    }
+    return out;
+  }
+
+  std::string stream_end(const Generation& g) override {
+    std::string out = close_block();
+    const std::string stop = g.matched_stop();
+    out += sse_event("message_delta",
+                     json{{"type", "message_delta"},
+                          {"delta", {{"stop_reason", stop_reason(g)}, {"stop_sequence", stop.empty() ? json() : json(stop)}}},
+                          {"usage", {{"output_tokens", g.completion_tokens()}}}});
+    return out + sse_event("message_stop", json{{"type", "message_stop"}});
+  }
+
+  std::string stream_error(const std::string& message) override {
+    return sse_event("error", error_body(Api::kMessages, 500, "api_error", message, "", ""));
+  }
+
+  json whole(const Generation& g) override {
+    json content = json::array();
+    for (const Delta& d : g.all_deltas()) {
+      if (d.kind == Delta::Kind::kReasoning) content.push_back(json{{"type", "thinking"}, {"thinking", d.text}, {"signature", ""}});
+      if (d.kind == Delta::Kind::kContent) content.push_back(json{{"type", "text"}, {"text", d.text}});
+      if (d.kind == Delta::Kind::kToolCall) {
+        content.push_back(json{{"type", "tool_use"}, {"id", "toolu_" + random_hex(24)}, {"name", d.call.name},
+                               {"input", tool_input(d.call.arguments)}});
+      }
+    }
+    const std::string stop = g.matched_stop();
+    return json{{"id", info_.id},
+                {"type", "message"},
+                {"role", "assistant"},
+                {"model", info_.model},
+                {"content", content},
+                {"stop_reason", stop_reason(g)},
+                {"stop_sequence", stop.empty() ? json() : json(stop)},
+                {"usage", {{"input_tokens", g.prompt_tokens()}, {"output_tokens", g.completion_tokens()}}}};
+  }
+
+ private:
+  std::string close_block() {
+    if (open_.empty()) return {};
+    std::string out = sse_event("content_block_stop", json{{"type", "content_block_stop"}, {"index", index_}});
+    open_.clear();
+    ++index_;
+    return out;
+  }
+
+  ReplyInfo info_;
+  std::string open_;  // type of the open content block ("" = none)
+  int64_t index_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<ReplyFormat> make_reply_format(const ReplyInfo& info) {
+  if (info.api == Api::kMessages) return std::make_unique<AnthropicFormat>(info);
+  return std::make_unique<OpenAiFormat>(info);
+}
+
+json error_body(Api api, int status, const std::string& type, const std::string& message, const std::string& param,
+                const std::string& code) {
+  if (api == Api::kMessages) {
+    std::string t = type;
+    if (status == 401) t = "authentication_error";
+    else if (status == 404) t = "not_found_error";
+    else if (status == 413) t = "request_too_large";
+    else if (status == 503 || status == 429) t = "overloaded_error";
+    else if (status >= 500) t = "api_error";
+    else t = "invalid_request_error";
+    return json{{"type", "error"}, {"error", {{"type", t}, {"message", message}}}};
+  }
+  return json{{"error",
+               {{"message", message},
+                {"type", type},
+                {"param", param.empty() ? json() : json(param)},
+                {"code", code.empty() ? json() : json(code)}}}};
+}
+
+}  // namespace megamoe::server
