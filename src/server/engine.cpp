@@ -25,10 +25,23 @@ class ModelEngine : public StepEngine {
   std::vector<std::vector<float>> step(std::span<const StepInput> inputs) override {
     std::vector<dsv4::SequenceInput> batch;
     batch.reserve(inputs.size());
+    bool decode_only = true;
     for (const StepInput& in : inputs) {
       auto* seq = dynamic_cast<ModelSequence*>(in.sequence);
       MEGAMOE_CHECK(seq != nullptr, "engine step: a sequence of another engine");
       batch.push_back(dsv4::SequenceInput{in.ids, &seq->state});
+      decode_only = decode_only && in.ids.size() == 1;
+    }
+    if (decode_only && model_.decode_bucket(static_cast<int64_t>(inputs.size())) > 0) {
+      // All decodes: the recorded step of the batch's bucket (CUDA graph), with
+      // the logits read back because the scheduler samples on the host.
+      std::vector<dsv4::DecodeInput> decode;
+      for (const dsv4::SequenceInput& in : batch) decode.push_back({in.ids[0], in.state, {}});
+      std::vector<std::vector<float>> logits;
+      dsv4::DecodeOptions options;
+      options.logits = &logits;
+      model_.decode(decode, options);
+      return logits;
     }
     dsv4::ForwardOptions options;
     options.last_logits_only = true;

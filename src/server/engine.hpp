@@ -39,7 +39,9 @@ class StepEngine {
   virtual std::vector<std::vector<float>> step(std::span<const StepInput> inputs) = 0;
 };
 
-// forward_batch of a loaded DeepSeek-V4 model (the model must outlive it).
+// A loaded DeepSeek-V4 model (it must outlive the engine): steps where every
+// sequence decodes one token replay the model's recorded decode step where
+// the backend records (cuda); every other step is forward_batch.
 // max_context: the limit the model's backend was configured with (resolved).
 std::unique_ptr<StepEngine> make_model_engine(const dsv4::Model& model, int64_t slots, int64_t max_context);
 

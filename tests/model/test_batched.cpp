@@ -11,6 +11,7 @@
 #include "core/error.hpp"
 #include "model/deepseek_v4/model.hpp"
 #include "model/tiny_models.hpp"
+#include "runtime/sampler.hpp"
 
 namespace megamoe {
 namespace {
@@ -125,6 +126,57 @@ TEST(BatchedLimits, LongPromptRunsInStepsOfMaxStepRows) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, Batched, ::testing::Values("tiny-a", "tiny-b", "tiny-c"));
+
+}  // namespace
+}  // namespace megamoe
+
+namespace megamoe {
+namespace {
+
+// Model::decode on the CPU (no recording: the plain batched step plus the
+// backend sampler) against forward_batch of the same tokens and the host
+// sampler: the same logits and ids, positions advanced, and bad input refused
+// before any state changes.
+TEST(Decode, CpuDecodeEqualsForwardBatchAndTheHostSampler) {
+  dsv4::ModelOptions options;
+  options.backend.max_sequences = 4;
+  const auto model = dsv4::Model::load(testing::tiny_model_dir("tiny-a"), options);
+  EXPECT_EQ(model->decode_bucket(1), 0) << "the CPU backend does not record";
+  const int64_t v = model->config().vocab_size;
+  std::vector<dsv4::SequenceState> a, b;
+  for (int s = 0; s < 2; ++s) {
+    a.push_back(model->new_sequence()), b.push_back(model->new_sequence());
+    const std::vector<int32_t> prompt = random_ids(5 + s, v, 7 + static_cast<uint32_t>(s));
+    model->forward(prompt, a.back()), model->forward(prompt, b.back());
+  }
+  const SampleRequest sampled{0.9, 0, 1.0, 0.37};
+  std::vector<int32_t> ids = {3, 4};
+  for (int step = 0; step < 6; ++step) {
+    std::vector<dsv4::DecodeInput> in = {{ids[0], &a[0], {}}, {ids[1], &a[1], sampled}};
+    std::vector<std::vector<float>> logits;
+    dsv4::DecodeOptions decode_options;
+    decode_options.logits = &logits;
+    const std::vector<int32_t> next = model->decode(in, decode_options);
+    std::vector<dsv4::SequenceInput> fb = {{std::span<const int32_t>(&ids[0], 1), &b[0]},
+                                           {std::span<const int32_t>(&ids[1], 1), &b[1]}};
+    dsv4::ForwardOptions last;
+    last.last_logits_only = true;
+    const auto ref = model->forward_batch(fb, last);
+    ASSERT_EQ(logits.size(), 2u);
+    EXPECT_EQ(logits[0], ref[0]) << "step " << step;
+    EXPECT_EQ(logits[1], ref[1]) << "step " << step;
+    EXPECT_EQ(next[0], Sampler::choose(ref[0], {}, 0.0)) << "step " << step;
+    EXPECT_EQ(next[1], Sampler::choose(ref[1], {0.9, 0, 1.0, 0}, 0.37)) << "step " << step;
+    EXPECT_EQ(a[0].position, b[0].position);
+    ids = next;
+  }
+  const int64_t before = a[0].position;
+  std::vector<dsv4::DecodeInput> bad = {{static_cast<int32_t>(v), &a[0], {}}};
+  EXPECT_THROW(model->decode(bad), Error);
+  std::vector<dsv4::DecodeInput> twice = {{1, &a[0], {}}, {2, &a[0], {}}};
+  EXPECT_THROW(model->decode(twice), Error);
+  EXPECT_EQ(a[0].position, before);
+}
 
 }  // namespace
 }  // namespace megamoe

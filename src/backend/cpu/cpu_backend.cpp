@@ -394,8 +394,12 @@ std::vector<int32_t> CpuBackend::sample(const DeviceTensor& logits, std::span<co
   check_rows(logits, static_cast<int64_t>(rows.size()), v, "sample logits");
   std::vector<int32_t> ids(rows.size());
   for (size_t r = 0; r < rows.size(); ++r) {
-    ids[r] = choose_token({logits.data<float>() + r * v, static_cast<size_t>(v)}, rows[r].temperature, rows[r].top_k,
-                          rows[r].top_p, rows[r].u01);
+    const float* row = logits.data<float>() + r * v;
+    for (int64_t i = 0; i < v; ++i)  // never a token from non-finite logits (as Sampler::sample)
+      MEGAMOE_CHECK(std::isfinite(row[i]), "sampling: the model produced a non-finite logit (", row[i],
+                    ") for token id ", i, " in row ", r, "; no token is emitted from it");
+    ids[r] = choose_token({row, static_cast<size_t>(v)}, rows[r].temperature, rows[r].top_k, rows[r].top_p,
+                          rows[r].u01);
   }
   return ids;
 }
