@@ -164,10 +164,12 @@ void check_case(const Problem& p, int64_t T, uint32_t seed, float xscale, bool e
   const Oracle want = oracle(p, x, tokens, T);
   const auto routing = megamoe::cpu::moe_route(p.view(), x, tokens, T);
   ASSERT_EQ(routing.experts, want.ids);
-  for (size_t i = 0; i < want.weights.size(); ++i) EXPECT_NEAR(routing.weights[i], want.weights[i], 1e-5 * want.weights[i]);
+  // Measured (fp32 vs the double oracle, 4 cases x 33 seeds): weights 2.3e-7 relative (was 1e-5),
+  // y 4.4e-7 relative L2 (was 2e-5).
+  for (size_t i = 0; i < want.weights.size(); ++i) EXPECT_NEAR(routing.weights[i], want.weights[i], 7e-7 * want.weights[i]);
   std::vector<float> y(T * p.dims.hidden, NAN);
   megamoe::cpu::moe_forward(p.view(), x, tokens, T, y);
-  EXPECT_LT(relative_error(y, want.y), 2e-5);
+  EXPECT_LT(relative_error(y, want.y), 1.5e-6);
   if (expect_clamp) EXPECT_GT(want.clamps_fired, 0) << "the case meant to fire the clamp did not";
   else EXPECT_EQ(want.clamps_fired, 0);
 }
@@ -275,9 +277,10 @@ TEST(MoeReference, W4a4StaticEqualsDynamicAndAddsQuantizationNoise) {
   w.input_scale_w13 = s13, w.input_scale_w2 = s2;
   megamoe::cpu::moe_forward(w, x, {}, T, fixed, w4a4);
   std::vector<double> want(dynamic.begin(), dynamic.end());
-  EXPECT_LT(relative_error(fixed, want), 1e-5);
+  EXPECT_LT(relative_error(fixed, want), 1e-6);  // measured 0 (33 seeds); was 1e-5
   const double noise = relative_error(w4a16, want);
-  EXPECT_GT(noise, 1e-3);
+  // Measured 0.085 .. 0.164 over 33 seeds (0.147 at the default); the lower bound was 1e-3.
+  EXPECT_GT(noise, 0.03);
   EXPECT_LT(noise, 0.2);
 
   MoeWeights lazy = w;  // the on-demand expert loader gives the same result

@@ -32,7 +32,8 @@ TEST(Linear, MatchesNaiveDoubleLoopSmallAndThreaded) {
       for (int64_t o = 0; o < out; ++o) {
         double s = 0;
         for (int64_t i = 0; i < in; ++i) s += double(x.data<float>()[r * in + i]) * w.data<float>()[o * in + i];
-        EXPECT_NEAR(y[r * out + o], s, 1e-4 * (1 + std::fabs(s)));
+        // Measured max |y - s| / (1 + |s|): 2.4e-6 (default seed), 4.7e-6 over 33 seeds; was 1e-4.
+        EXPECT_NEAR(y[r * out + o], s, 1.5e-5 * (1 + std::fabs(s)));
       }
   }
 }
