@@ -11,6 +11,7 @@
 #include "backend/cpu/moe.hpp"
 #include "core/block_quant.hpp"
 #include "core/error.hpp"
+#include "test_seed.hpp"
 
 namespace {
 
@@ -47,7 +48,7 @@ std::vector<float> random_vector(std::mt19937& rng, size_t n, float scale) {
 
 Problem make_problem(uint32_t seed, int64_t D, int64_t I, int64_t E, int64_t k, int64_t Is, float wscale,
                      bool with_bias, int64_t vocab) {
-  std::mt19937 rng(seed);
+  std::mt19937 rng(::megamoe::testing::seeded(seed));
   Problem p;
   p.dims = MoeDims{D, I, E, k, Is, 1.5f, 10.0f};
   p.gate = random_vector(rng, E * D, 1.0f / std::sqrt(float(D)));
@@ -154,7 +155,8 @@ double relative_error(const std::vector<float>& got, const std::vector<double>& 
 }
 
 void check_case(const Problem& p, int64_t T, uint32_t seed, float xscale, bool expect_clamp) {
-  std::mt19937 rng(seed);
+  MEGAMOE_SEED_TRACE();
+  std::mt19937 rng(::megamoe::testing::seeded(seed));
   std::vector<float> x = random_vector(rng, T * p.dims.hidden, xscale);
   std::vector<int32_t> tokens(T);
   if (p.vocab > 0) {
@@ -190,6 +192,7 @@ TEST(MoeReference, ClampFires) {
 }
 
 TEST(MoeReference, TieBreakPrefersLowerExpertIndex) {
+  MEGAMOE_SEED_TRACE();
   Problem p = make_problem(5, 16, 8, 6, 2, 0, 0.2f, false, 0);
   // Experts 1, 3 and 4 share one router row: equal scores; 1 and 3 must win.
   for (int64_t c = 0; c < 16; ++c) {
@@ -204,8 +207,9 @@ TEST(MoeReference, TieBreakPrefersLowerExpertIndex) {
 }
 
 TEST(MoeReference, LoadExpertCallbackMatchesArrays) {
+  MEGAMOE_SEED_TRACE();
   const Problem p = make_problem(6, 32, 16, 8, 2, 16, 0.2f, true, 0);
-  std::mt19937 rng(16);
+  std::mt19937 rng(::megamoe::testing::seeded(16));
   const int64_t T = 4, D = 32, I = 16;
   std::vector<float> x = random_vector(rng, T * D, 1.0f);
   std::vector<float> a(T * D), b(T * D);
@@ -224,6 +228,7 @@ TEST(MoeReference, LoadExpertCallbackMatchesArrays) {
 }
 
 TEST(MoeReference, BadInputsThrow) {
+  MEGAMOE_SEED_TRACE();
   Problem p = make_problem(7, 16, 8, 6, 2, 0, 0.2f, false, 4);
   std::vector<float> x(16, 0.5f), y(16);
   p.tid2eid[3] = 6;  // token 1, slot 1 -> expert 6 of 6
@@ -241,8 +246,9 @@ TEST(MoeReference, BadInputsThrow) {
 // result differs from W4A16 by NVFP4 activation noise (a few percent, not 0);
 // bad scale arrays throw.
 TEST(MoeReference, W4a4StaticEqualsDynamicAndAddsQuantizationNoise) {
+  MEGAMOE_SEED_TRACE();
   const Problem p = make_problem(9, 64, 32, 8, 2, 32, 0.2f, true, 0);
-  std::mt19937 rng(19);
+  std::mt19937 rng(::megamoe::testing::seeded(19));
   const int64_t T = 5, D = 64, I = 32, E = 8, k = 2;
   const std::vector<float> x = random_vector(rng, T * D, 1.0f);
   megamoe::cpu::MoeOptions w4a4;

@@ -12,6 +12,7 @@
 #include "model/deepseek_v4/model.hpp"
 #include "model/tiny_models.hpp"
 #include "runtime/sampler.hpp"
+#include "test_seed.hpp"
 
 namespace megamoe {
 namespace {
@@ -21,7 +22,7 @@ using testing::max_abs_diff;
 using testing::tiny_model_dir;
 
 std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
+  std::mt19937 rng(testing::seeded(seed));
   std::vector<int32_t> ids(static_cast<size_t>(n));
   for (int32_t& id : ids) id = static_cast<int32_t>(rng() % vocab);
   return ids;
@@ -30,6 +31,7 @@ std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint32_t seed) {
 class Batched : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Batched, MixedStepEqualsSequencesRunAlone) {
+  MEGAMOE_SEED_TRACE();
   dsv4::ModelOptions options;
   options.backend.max_sequences = 6;
   const auto model = dsv4::Model::load(tiny_model_dir(GetParam()), options);
@@ -71,6 +73,7 @@ TEST_P(Batched, MixedStepEqualsSequencesRunAlone) {
 }
 
 TEST_P(Batched, LastLogitsOnlyGivesEachSequencesLastRow) {
+  MEGAMOE_SEED_TRACE();
   const auto model = dsv4::Model::load(tiny_model_dir(GetParam()));
   const int64_t v = model->config().vocab_size;
   const std::vector<int32_t> a = random_ids(6, v, 1), b = random_ids(3, v, 2);
@@ -107,6 +110,7 @@ TEST(BatchedErrors, BadInputLeavesEveryStateUnchanged) {
 // gives the whole prefill's logits; a context past the backend's capacity is
 // refused before the state moves.
 TEST(BatchedLimits, LongPromptRunsInStepsOfMaxStepRows) {
+  MEGAMOE_SEED_TRACE();
   const auto whole = dsv4::Model::load(tiny_model_dir("tiny-a"));
   dsv4::ModelOptions options;
   options.backend.max_step_rows = 7;
@@ -139,6 +143,7 @@ namespace {
 // sampler: the same logits and ids, positions advanced, and bad input refused
 // before any state changes.
 TEST(Decode, CpuDecodeEqualsForwardBatchAndTheHostSampler) {
+  MEGAMOE_SEED_TRACE();
   dsv4::ModelOptions options;
   options.backend.max_sequences = 4;
   const auto model = dsv4::Model::load(testing::tiny_model_dir("tiny-a"), options);
