@@ -36,6 +36,11 @@ if has test; then
   rc=$?
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran|^\[ info \]" "$OUT/gpu_tests.log" | tail -60
   [[ $rc -eq 0 ]] || { grep -B2 -A12 "Failure$\|error:" "$OUT/gpu_tests.log" | head -150; failed+=("test(rc=$rc)"); }
+  seed=$RANDOM  # again with fresh random inputs (tests/test_seed.hpp)
+  MEGAMOE_TEST_SEED=$seed timeout 420 "$BUILD/tests/test_kernels" --gtest_filter="${GTEST_FILTER:-*}" > "$OUT/gpu_tests_seed.log" 2>&1
+  rc=$?
+  grep -E "tests? ran|^\[  FAILED " "$OUT/gpu_tests_seed.log" | tail -20
+  [[ $rc -eq 0 ]] || { grep -B2 -A12 "Failure$\|error:" "$OUT/gpu_tests_seed.log" | head -80; failed+=("test(MEGAMOE_TEST_SEED=$seed,rc=$rc)"); }
 fi
 
 if has cli; then

@@ -14,6 +14,10 @@ cmake -S . -B build-gpu -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > 
 (cd build-gpu && ctest -L gpu --output-on-failure --no-tests=error --timeout 300) > "$OUT/ctest_gpu.log" 2>&1 ||
   failed+=("ctest -L gpu")
 grep -E "tests passed|tests failed" "$OUT/ctest_gpu.log"
+seed=$RANDOM  # again with fresh random inputs (tests/test_seed.hpp)
+(cd build-gpu && MEGAMOE_TEST_SEED=$seed ctest -L gpu --output-on-failure --no-tests=error --timeout 300) > "$OUT/ctest_gpu_seed.log" 2>&1 ||
+  failed+=("ctest -L gpu MEGAMOE_TEST_SEED=$seed")
+grep -E "tests passed|tests failed" "$OUT/ctest_gpu_seed.log"
 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 ./build-gpu/tests/test_kernels \
   --gtest_filter="${MEMCHECK_FILTER:-GpuNvfp4ActQuant.*:GpuMoe.SmallNvfp4GemvAndWgmma:GpuMoe.HashRouting:GpuMoe.Mxfp4Weights:GpuMoe.Fp8SharedExpertE8m0AndF32Scales:GpuMoe.GraphCaptureReplayMatchesEager}" \
   > "$OUT/memcheck.log" 2>&1 || failed+=(memcheck)
@@ -23,7 +27,7 @@ timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 ./build-gpu/te
   > "$OUT/racecheck.log" 2>&1 || failed+=(racecheck)
 tail -3 "$OUT/racecheck.log"
 if ((${#failed[@]})); then
-  grep -E "^\s*[0-9]+ - .*\((Failed|Timeout|Exception)\)" "$OUT/ctest_gpu.log" | tail -40
+  grep -E "^\s*[0-9]+ - .*\((Failed|Timeout|Exception)\)" "$OUT/ctest_gpu.log" "$OUT/ctest_gpu_seed.log" | tail -40
   echo "FAILED: ${failed[*]}"
   exit 1
 fi

@@ -119,6 +119,8 @@ COMPLETIONS = [
 
 
 def main() -> None:
+    if len(sys.argv) != 4 or sys.argv[1] in ("-h", "--help"):
+        sys.exit(__doc__)
     encoding_path, tokenizer_path, out_path = sys.argv[1:4]
     spec = importlib.util.spec_from_file_location("encoding_dsv4", encoding_path)
     enc = importlib.util.module_from_spec(spec)

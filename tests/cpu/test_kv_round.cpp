@@ -13,12 +13,14 @@
 #include "backend/cpu/dsv4/kv_round.hpp"
 #include "backend/cpu/moe.hpp"
 #include "core/float_formats.hpp"
+#include "test_seed.hpp"
 
 namespace megamoe {
 namespace {
 
 TEST(KvRound, NonRopeBlocksAreE4m3TimesAPowerOfTwoAndRopeIsBf16) {
-  std::mt19937 rng(3);
+  MEGAMOE_SEED_TRACE();
+  std::mt19937 rng(testing::seeded(3));
   std::normal_distribution<float> dist(0.f, 3.f);
   for (int64_t dim : {32, 40, 512}) {
     const int64_t rope = dim == 512 ? 64 : 8, nope = dim - rope;

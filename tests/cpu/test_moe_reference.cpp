@@ -11,6 +11,7 @@
 #include "backend/cpu/moe.hpp"
 #include "core/block_quant.hpp"
 #include "core/error.hpp"
+#include "test_seed.hpp"
 
 namespace {
 
@@ -47,7 +48,7 @@ std::vector<float> random_vector(std::mt19937& rng, size_t n, float scale) {
 
 Problem make_problem(uint32_t seed, int64_t D, int64_t I, int64_t E, int64_t k, int64_t Is, float wscale,
                      bool with_bias, int64_t vocab) {
-  std::mt19937 rng(seed);
+  std::mt19937 rng(::megamoe::testing::seeded(seed));
   Problem p;
   p.dims = MoeDims{D, I, E, k, Is, 1.5f, 10.0f};
   p.gate = random_vector(rng, E * D, 1.0f / std::sqrt(float(D)));
@@ -154,7 +155,8 @@ double relative_error(const std::vector<float>& got, const std::vector<double>& 
 }
 
 void check_case(const Problem& p, int64_t T, uint32_t seed, float xscale, bool expect_clamp) {
-  std::mt19937 rng(seed);
+  MEGAMOE_SEED_TRACE();
+  std::mt19937 rng(::megamoe::testing::seeded(seed));
   std::vector<float> x = random_vector(rng, T * p.dims.hidden, xscale);
   std::vector<int32_t> tokens(T);
   if (p.vocab > 0) {
@@ -164,10 +166,12 @@ void check_case(const Problem& p, int64_t T, uint32_t seed, float xscale, bool e
   const Oracle want = oracle(p, x, tokens, T);
   const auto routing = megamoe::cpu::moe_route(p.view(), x, tokens, T);
   ASSERT_EQ(routing.experts, want.ids);
-  for (size_t i = 0; i < want.weights.size(); ++i) EXPECT_NEAR(routing.weights[i], want.weights[i], 1e-5 * want.weights[i]);
+  // Measured (fp32 vs the double oracle, 4 cases x 33 seeds): weights 2.3e-7 relative (was 1e-5),
+  // y 4.4e-7 relative L2 (was 2e-5).
+  for (size_t i = 0; i < want.weights.size(); ++i) EXPECT_NEAR(routing.weights[i], want.weights[i], 7e-7 * want.weights[i]);
   std::vector<float> y(T * p.dims.hidden, NAN);
   megamoe::cpu::moe_forward(p.view(), x, tokens, T, y);
-  EXPECT_LT(relative_error(y, want.y), 2e-5);
+  EXPECT_LT(relative_error(y, want.y), 1.5e-6);
   if (expect_clamp) EXPECT_GT(want.clamps_fired, 0) << "the case meant to fire the clamp did not";
   else EXPECT_EQ(want.clamps_fired, 0);
 }
@@ -188,6 +192,7 @@ TEST(MoeReference, ClampFires) {
 }
 
 TEST(MoeReference, TieBreakPrefersLowerExpertIndex) {
+  MEGAMOE_SEED_TRACE();
   Problem p = make_problem(5, 16, 8, 6, 2, 0, 0.2f, false, 0);
   // Experts 1, 3 and 4 share one router row: equal scores; 1 and 3 must win.
   for (int64_t c = 0; c < 16; ++c) {
@@ -202,8 +207,9 @@ TEST(MoeReference, TieBreakPrefersLowerExpertIndex) {
 }
 
 TEST(MoeReference, LoadExpertCallbackMatchesArrays) {
+  MEGAMOE_SEED_TRACE();
   const Problem p = make_problem(6, 32, 16, 8, 2, 16, 0.2f, true, 0);
-  std::mt19937 rng(16);
+  std::mt19937 rng(::megamoe::testing::seeded(16));
   const int64_t T = 4, D = 32, I = 16;
   std::vector<float> x = random_vector(rng, T * D, 1.0f);
   std::vector<float> a(T * D), b(T * D);
@@ -222,6 +228,7 @@ TEST(MoeReference, LoadExpertCallbackMatchesArrays) {
 }
 
 TEST(MoeReference, BadInputsThrow) {
+  MEGAMOE_SEED_TRACE();
   Problem p = make_problem(7, 16, 8, 6, 2, 0, 0.2f, false, 4);
   std::vector<float> x(16, 0.5f), y(16);
   p.tid2eid[3] = 6;  // token 1, slot 1 -> expert 6 of 6
@@ -239,8 +246,9 @@ TEST(MoeReference, BadInputsThrow) {
 // result differs from W4A16 by NVFP4 activation noise (a few percent, not 0);
 // bad scale arrays throw.
 TEST(MoeReference, W4a4StaticEqualsDynamicAndAddsQuantizationNoise) {
+  MEGAMOE_SEED_TRACE();
   const Problem p = make_problem(9, 64, 32, 8, 2, 32, 0.2f, true, 0);
-  std::mt19937 rng(19);
+  std::mt19937 rng(::megamoe::testing::seeded(19));
   const int64_t T = 5, D = 64, I = 32, E = 8, k = 2;
   const std::vector<float> x = random_vector(rng, T * D, 1.0f);
   megamoe::cpu::MoeOptions w4a4;
@@ -275,9 +283,10 @@ TEST(MoeReference, W4a4StaticEqualsDynamicAndAddsQuantizationNoise) {
   w.input_scale_w13 = s13, w.input_scale_w2 = s2;
   megamoe::cpu::moe_forward(w, x, {}, T, fixed, w4a4);
   std::vector<double> want(dynamic.begin(), dynamic.end());
-  EXPECT_LT(relative_error(fixed, want), 1e-5);
+  EXPECT_LT(relative_error(fixed, want), 1e-6);  // measured 0 (33 seeds); was 1e-5
   const double noise = relative_error(w4a16, want);
-  EXPECT_GT(noise, 1e-3);
+  // Measured 0.085 .. 0.164 over 33 seeds (0.147 at the default); the lower bound was 1e-3.
+  EXPECT_GT(noise, 0.03);
   EXPECT_LT(noise, 0.2);
 
   MoeWeights lazy = w;  // the on-demand expert loader gives the same result

@@ -1,7 +1,8 @@
 // The CPU fp32 forward against transformers 5.17 fp64 logits (full prefill)
-// on the tiny random checkpoints: tolerance 1e-4 x max(1, max|logit|).
+// on the tiny random checkpoints: a per-checkpoint tolerance, ~3x the measured
+// max|diff| / max(1, max|logit|) (golden_bound below).
 // Also checks the three ways to run a sequence agree (full prefill, chunked
-// prefill continuing from the cache, one-token decode) within 1e-5 relative.
+// prefill continuing from the cache, one-token decode) within 1e-6 relative.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -22,6 +23,21 @@ using testing::tiny_model_dir;
 
 class TinyModel : public ::testing::TestWithParam<std::string> {};
 
+// max|logits - golden| <= golden_bound(name) x max(1, max|golden|). Measured
+// 2026-12-02 (GCC 12 -O3, x86-64; fp32 CPU engine vs transformers fp64), the
+// same in full prefill, chunked:11 with lazy experts and the CLI's modes; the
+// old bound was 1e-4 for all.
+float golden_bound(const std::string& name) {
+  if (name == "tiny-a") return 4e-6f;        // measured 1.32e-6 (abs 5.0e-6, max|logit| 3.83)
+  if (name == "tiny-b") return 7e-6f;        // measured 2.32e-6 (abs 1.11e-5, max|logit| 4.78)
+  if (name == "tiny-c") return 3e-6f;        // measured 9.45e-7 (abs 3.8e-6, max|logit| 4.04)
+  if (name == "tiny-a-nvfp4") return 4e-6f;  // measured 1.21e-6 (abs 4.9e-6, max|logit| 4.02)
+  if (name == "tiny-a-mxfp4") return 4.5e-6f;  // measured 1.40e-6 (abs 5.2e-6, max|logit| 3.71)
+  if (name == "tiny-b-fp8") return 6e-6f;    // measured 1.86e-6 (abs 8.7e-6, max|logit| 4.69)
+  ADD_FAILURE() << "no measured bound for " << name;
+  return 0.f;
+}
+
 TEST_P(TinyModel, MatchesTransformersGolden) {
   const auto model = dsv4::Model::load(tiny_model_dir(GetParam()));
   const std::vector<int32_t> ids = golden_ids(GetParam());
@@ -32,14 +48,15 @@ TEST_P(TinyModel, MatchesTransformersGolden) {
   const float diff = max_abs_diff(logits, golden.data);
   std::printf("[ golden ] %s: T=%zu max|logit|=%.3f max|diff|=%.3g\n", GetParam().c_str(), ids.size(),
               max_abs(golden.data), diff);
-  EXPECT_LE(diff, 1e-4f * scale);
+  EXPECT_LE(diff, golden_bound(GetParam()) * scale);
 }
 
 TEST_P(TinyModel, PrefillChunkedAndDecodeAgree) {
   const auto model = dsv4::Model::load(tiny_model_dir(GetParam()));
   const std::vector<int32_t> ids = golden_ids(GetParam());
   const std::vector<float> prefill = compute_logits(*model, ids, LogitsMode{LogitsMode::kPrefill, 0});
-  const float tolerance = 1e-5f * std::max(1.f, max_abs(prefill));
+  // Measured 0 (bit-identical) on every checkpoint; was 1e-5.
+  const float tolerance = 1e-6f * std::max(1.f, max_abs(prefill));
   const std::vector<float> decode = compute_logits(*model, ids, LogitsMode{LogitsMode::kDecode, 1});
   EXPECT_LE(max_abs_diff(decode, prefill), tolerance) << "decode";
   // Chunk sizes that cut windows, compressor windows and the sliding window at different offsets.
@@ -60,7 +77,7 @@ TEST_P(TinyModel, LazyExpertLoadingMatchesGolden) {
   const std::vector<int32_t> ids = golden_ids(GetParam());
   const NpyArray golden = golden_logits(GetParam());
   const std::vector<float> logits = compute_logits(*model, ids, LogitsMode{LogitsMode::kChunked, 11});
-  EXPECT_LE(max_abs_diff(logits, golden.data), 1e-4f * std::max(1.f, max_abs(golden.data)));
+  EXPECT_LE(max_abs_diff(logits, golden.data), golden_bound(GetParam()) * std::max(1.f, max_abs(golden.data)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, TinyModel,

@@ -59,7 +59,8 @@ TEST(Cli, LogitsWritesGoldenMatchingNpyInEveryMode) {
     ASSERT_EQ(r.code, 0) << r.output;
     const NpyArray got = read_npy_f32(out);
     EXPECT_EQ(got.shape, golden.shape);
-    EXPECT_LE(testing::max_abs_diff(got.data, golden.data), 1e-4f * std::max(1.f, testing::max_abs(golden.data)))
+    // Measured 1.32e-6 relative in all three modes (as tests/model/test_goldens.cpp); was 1e-4.
+    EXPECT_LE(testing::max_abs_diff(got.data, golden.data), 4e-6f * std::max(1.f, testing::max_abs(golden.data)))
         << mode;
   }
 }

@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "text/byte_level.hpp"
 #include "text_test_util.hpp"
+#include "test_seed.hpp"
 
 namespace megamoe::text {
 namespace {
@@ -96,8 +97,9 @@ TEST(TokenizerErrors, NotJsonAndMissingFile) {
 
 // Randomly corrupted files either load or throw megamoe::Error; never crash.
 TEST(TokenizerErrors, RandomCorruptionIsRejectedCleanly) {
+  MEGAMOE_SEED_TRACE();
   const std::string good = tiny_tokenizer().dump();
-  std::mt19937 rng(7);
+  std::mt19937 rng(::megamoe::testing::seeded(7));
   int rejected = 0;
   for (int i = 0; i < 300; ++i) {
     std::string s = good;
