@@ -27,6 +27,7 @@
 #include "backend/cuda/hbm_read.hpp"
 #include "bench/step_bytes.hpp"
 #include "cli/command.hpp"
+#include "cli/options.hpp"
 #include "core/error.hpp"
 #include "model/deepseek_v4/model.hpp"
 
@@ -82,18 +83,31 @@ void print_stages(const StageTimes& t, double scale, const char* what) {
   std::printf("\n");
 }
 
+// "64", "16K" (= 16384): sizes of cases, each a positive decimal (cli/options.hpp) with an optional K.
 std::vector<int64_t> parse_sizes(const std::vector<std::string>& items, const char* what) {
   std::vector<int64_t> out;
   for (const std::string& item : items) {
-    std::string digits = item;
-    int64_t unit = 1;
-    if (!digits.empty() && (digits.back() == 'K' || digits.back() == 'k')) unit = 1024, digits.pop_back();
-    MEGAMOE_CHECK(!digits.empty() && digits.size() <= 9 && std::all_of(digits.begin(), digits.end(), ::isdigit),
-                  what, ": '", item, "' is not a size (e.g. 64, 16K)");
-    out.push_back(std::stoll(digits) * unit);
-    MEGAMOE_CHECK(out.back() > 0, what, ": sizes must be positive");
+    const bool kilo = !item.empty() && (item.back() == 'K' || item.back() == 'k');
+    const std::string digits = kilo ? item.substr(0, item.size() - 1) : item;
+    out.push_back(cli::parse_int_option(what, digits, 1, int64_t{1} << 30) * (kilo ? 1024 : 1));
   }
   return out;
+}
+
+// The step's time split into the head (its measured share of the stage
+// events, run once) and the layers; the projection scales the layers to `depth`.
+struct Projection {
+  double layers_ms = 0, projected_ms = 0;
+};
+
+Projection project(double step_ms, const StageTimes& stages, int64_t layers, int64_t depth) {
+  double sum = 0;
+  for (double t : stages.ms) sum += t;
+  const double head_share = sum > 0 ? stages.ms[static_cast<int>(Stage::kHead)] / sum : 0.0;
+  Projection p;
+  p.layers_ms = step_ms * (1 - head_share);
+  p.projected_ms = step_ms * head_share + p.layers_ms * static_cast<double>(depth) / static_cast<double>(layers);
+  return p;
 }
 
 int run_decode(int argc, char** argv) {
@@ -159,15 +173,10 @@ int run_decode(int argc, char** argv) {
       const double step_ms = median(ms);
       const StepBytes sb = step_bytes(bytes, cfg, batch, batch, context);
       const double tbps = sb.total() / (step_ms * 1e-3) / 1e12;
-      // Projection: the head stage once, the rest scaled from this depth to the full one.
-      double stage_sum = 0;
-      for (double t : stages.ms) stage_sum += t;
-      const double head_share = stage_sum > 0 ? stages.ms[static_cast<int>(Stage::kHead)] / stage_sum : 0.0;
-      const double layers_ms = step_ms * (1 - head_share);
-      const double proj_ms = step_ms * head_share + layers_ms * static_cast<double>(depth) / cfg.num_layers;
+      const Projection p = project(step_ms, stages, cfg.num_layers, depth);
       std::printf("%6lld %7lld %10.3f %9.1f %10.1f %11s %9.3f %6.1f%% %14.3f %12.1f\n", static_cast<long long>(batch),
-                  static_cast<long long>(context), step_ms, 1e3 * layers_ms / cfg.num_layers, 1e3 * batch / step_ms,
-                  gb(sb.total()).c_str(), tbps, 100 * tbps / hbm, proj_ms, 1e3 * batch / proj_ms);
+                  static_cast<long long>(context), step_ms, 1e3 * p.layers_ms / cfg.num_layers, 1e3 * batch / step_ms,
+                  gb(sb.total()).c_str(), tbps, 100 * tbps / hbm, p.projected_ms, 1e3 * batch / p.projected_ms);
       if (profile_steps > 0) print_stages(stages, 1.0, "eager, events");
       std::fflush(stdout);
     }
@@ -210,13 +219,9 @@ int run_prefill(int argc, char** argv) {
       if (r == repeats) stages = model->backend().end_profile();
     }
     const double total = median(ms);
-    double stage_sum = 0;
-    for (double t : stages.ms) stage_sum += t;
-    const double head_share = stage_sum > 0 ? stages.ms[static_cast<int>(Stage::kHead)] / stage_sum : 0.0;
-    const double layers_ms = total * (1 - head_share);
-    const double proj_ms = total * head_share + layers_ms * static_cast<double>(depth) / cfg.num_layers;
+    const Projection p = project(total, stages, cfg.num_layers, depth);
     std::printf("%8lld %10.2f %11.0f %13.3f %14.0f\n", static_cast<long long>(n), total, 1e3 * n / total,
-                1e3 * layers_ms / cfg.num_layers / n, 1e3 * n / proj_ms);
+                1e3 * p.layers_ms / cfg.num_layers / n, 1e3 * n / p.projected_ms);
     print_stages(stages, 1.0 / static_cast<double>(n), "per token, events");
     std::fflush(stdout);
   }

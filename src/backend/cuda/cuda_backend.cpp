@@ -250,12 +250,7 @@ class CudaBackend : public Backend {
     p.norm = f32(site == HcSite::kAttention ? w.input_norm : w.post_attention_norm);
     p.u = u.data<float>();
     p.mix = mix.data<float>();
-    p.splits = kernels::hc_mix_splits(p.tokens);
-    std::shared_ptr<void> scratch;
-    if (p.splits > 1) {
-      scratch = arena_.get(static_cast<size_t>(p.tokens) * p.splits * (2 + p.streams) * p.streams * 4);
-      p.split = static_cast<float*>(scratch.get());
-    }
+    const std::shared_ptr<void> scratch = mix_split_scratch(p.tokens, (2 + p.streams) * p.streams, p.splits, p.split);
     kernels::launch_hc_pre(p, stream());
     MEGAMOE_CUDA_CHECK_LAUNCH(stream());
   }
@@ -294,12 +289,7 @@ class CudaBackend : public Backend {
     p.x = gathered.data<float>();
     p.fn = f32(model_.hc_head.fn), p.base = f32(model_.hc_head.base), p.scale = f32(model_.hc_head.scale);
     p.h = h.data<float>();
-    p.splits = kernels::hc_mix_splits(p.tokens);
-    std::shared_ptr<void> scratch;
-    if (p.splits > 1) {
-      scratch = arena_.get(static_cast<size_t>(p.tokens) * p.splits * p.streams * 4);
-      p.split = static_cast<float*>(scratch.get());
-    }
+    const std::shared_ptr<void> scratch = mix_split_scratch(p.tokens, p.streams, p.splits, p.split);
     kernels::launch_hc_head(p, stream());
     MEGAMOE_CUDA_CHECK_LAUNCH(stream());
   }
@@ -660,6 +650,16 @@ class CudaBackend : public Backend {
       case NormRole::kFinal: return f32(model_.norm);
     }
     MEGAMOE_THROW("unknown norm role");
+  }
+
+  // The mHC mixing split for `tokens` rows of `rows` logits (kernels/mhc): the
+  // split count, and its scratch from the arena when it splits at all.
+  std::shared_ptr<void> mix_split_scratch(int tokens, int rows, int& splits, float*& split) {
+    splits = kernels::hc_mix_splits(tokens);
+    if (splits <= 1) return nullptr;
+    std::shared_ptr<void> scratch = arena_.get(static_cast<size_t>(tokens) * splits * rows * sizeof(float));
+    split = static_cast<float*>(scratch.get());
+    return scratch;
   }
 
   cudaEvent_t next_event() {

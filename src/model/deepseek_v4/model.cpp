@@ -1,6 +1,7 @@
 #include "model/deepseek_v4/model.hpp"
 
 #include <algorithm>
+#include <numeric>
 #include <string>
 
 #include "core/error.hpp"
@@ -240,7 +241,7 @@ std::vector<int32_t> Model::decode(std::span<const DecodeInput> inputs, const De
   if (bucket == 0) {  // the plain batched step, then the device sampler
     const std::unique_ptr<StepPlan> step = b.plan(std::move(seqs));
     std::vector<int64_t> head_rows(static_cast<size_t>(n));
-    for (int64_t r = 0; r < n; ++r) head_rows[static_cast<size_t>(r)] = r;
+    std::iota(head_rows.begin(), head_rows.end(), 0);
     logits = step_logits(*step, b.upload_ids(ids), head_rows, nullptr);
     next = b.sample(logits, requests);
   } else {
@@ -262,8 +263,8 @@ std::vector<int32_t> Model::decode(std::span<const DecodeInput> inputs, const De
     ids.resize(static_cast<size_t>(bucket), 0);  // padding rows read token 0
     b.write_ids(fixed->ids, ids);
     b.write_sample_rows(fixed->sample_rows, requests);  // padding rows stay greedy
-    std::vector<int64_t> head_rows(static_cast<size_t>(bucket));
-    for (int64_t r = 0; r < bucket; ++r) head_rows[static_cast<size_t>(r)] = r;
+    std::vector<int64_t> head_rows(static_cast<size_t>(bucket));  // every row, padding included
+    std::iota(head_rows.begin(), head_rows.end(), 0);
     const auto body = [&] {
       fixed->logits = step_logits(*fixed->plan, fixed->ids, head_rows, nullptr);
       b.sample_into(fixed->logits, fixed->sample_rows, fixed->out);
