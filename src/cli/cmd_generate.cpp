@@ -59,12 +59,15 @@ void write_out(FILE* f, std::string_view s) {
 }
 
 // Which of the input forms was asked for, rejecting contradictory combinations.
-void check_combinations(const Args& a) {
+void check_combinations(Args& a) {
   const bool text_mode = a.have_prompt || a.chat || !a.chat_file.empty();
+  if (text_mode && a.tokenizer_path.empty() && std::filesystem::is_regular_file(std::filesystem::path(a.model_dir) / "tokenizer.json"))
+    a.tokenizer_path = (std::filesystem::path(a.model_dir) / "tokenizer.json").string();
   MEGAMOE_CHECK(a.have_ids || text_mode, "give the prompt as --ids, --prompt or --chat (or --ids-file)");
   MEGAMOE_CHECK(!a.have_ids || !text_mode, "--ids cannot be combined with --prompt/--chat/--chat-file (nor can --ids-file)");
   MEGAMOE_CHECK(!a.special_in_content || a.chat, "--special-tokens-in-content needs --chat");
-  MEGAMOE_CHECK(!text_mode || !a.tokenizer_path.empty(), "--prompt/--chat need --tokenizer FILE (a tokenizer.json)");
+  MEGAMOE_CHECK(!text_mode || !a.tokenizer_path.empty(),
+                "--prompt/--chat need --tokenizer FILE (a tokenizer.json; the default, DIR/tokenizer.json, is missing)");
   MEGAMOE_CHECK(a.chat_file.empty() || a.chat, "--chat-file needs --chat");
   MEGAMOE_CHECK(!(a.chat && a.have_prompt && !a.chat_file.empty()), "--chat takes --prompt or --chat-file, not both");
   MEGAMOE_CHECK(!a.chat || a.have_prompt || !a.chat_file.empty(), "--chat needs --prompt TEXT or --chat-file FILE");
@@ -184,7 +187,7 @@ int run_generate(int argc, char** argv) {
   CLI::Option* ids = app.add_option("--ids", a.ids_text, "comma-separated prompt token ids, e.g. 0,5,7 (prints generated ids)");
   CLI::Option* ids_file = app.add_option("--ids-file", a.ids_file,
                                          "prompt token ids from a file (\"-\" = stdin), separated by commas or whitespace");
-  app.add_option("--tokenizer", a.tokenizer_path, "Hugging Face tokenizer.json (for --prompt / --chat)");
+  app.add_option("--tokenizer", a.tokenizer_path, "Hugging Face tokenizer.json for --prompt / --chat (default: DIR/tokenizer.json)");
   CLI::Option* prompt = app.add_option("--prompt", a.prompt,
                                        "raw prompt text (BOS + text, no special tokens added); with --chat: "
                                        "the user message");

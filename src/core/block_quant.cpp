@@ -111,6 +111,61 @@ Nvfp4Tensor quantize_nvfp4_activation(const float* x, int64_t rows, int64_t cols
   return quantize_nvfp4_with_global_scale(x, rows, cols, s2);
 }
 
+Mxfp4Tensor quantize_mxfp4_weight(const float* w, int64_t rows, int64_t cols) {
+  const char* fn = "quantize_mxfp4_weight";
+  check_shape(fn, rows, cols, kMxfp4BlockSize);
+  check_pointer(fn, w, "weights", rows * cols);
+  abs_max(fn, w, rows * cols);  // finiteness
+  static constexpr float kBounds[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+  Mxfp4Tensor q{rows, cols, std::vector<uint8_t>(static_cast<size_t>(rows * cols / 2)),
+                std::vector<uint8_t>(static_cast<size_t>(rows * cols / kMxfp4BlockSize))};
+  for (int64_t b = 0; b < rows * cols / kMxfp4BlockSize; ++b) {
+    const float* x = w + b * kMxfp4BlockSize;
+    float amax = 0.0f;
+    for (int64_t i = 0; i < kMxfp4BlockSize; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float e = std::ceil(std::max(std::log2(amax / 6.0f), -127.0f));
+    q.scales[static_cast<size_t>(b)] = static_cast<uint8_t>(static_cast<int>(e) + 127);
+    const float step = std::exp2(e);
+    for (int64_t i = 0; i < kMxfp4BlockSize; ++i) {
+      const float y = x[i] / step;
+      uint8_t code = x[i] > 0.0f ? 0 : 8;
+      for (float bound : kBounds) code += std::fabs(y) > bound ? 1 : 0;
+      uint8_t& byte = q.packed[static_cast<size_t>((b * kMxfp4BlockSize + i) / 2)];
+      byte = static_cast<uint8_t>(i % 2 == 0 ? code : byte | (code << 4));
+    }
+  }
+  return q;
+}
+
+Fp8BlockTensor quantize_fp8_block_weight(const float* w, int64_t rows, int64_t cols) {
+  const char* fn = "quantize_fp8_block_weight";
+  check_shape(fn, rows, cols, 1);
+  check_pointer(fn, w, "weights", rows * cols);
+  abs_max(fn, w, rows * cols);  // finiteness
+  const int64_t tile_rows = (rows + kFp8BlockSize - 1) / kFp8BlockSize;
+  const int64_t tile_cols = (cols + kFp8BlockSize - 1) / kFp8BlockSize;
+  Fp8BlockTensor q{rows, cols, std::vector<uint8_t>(static_cast<size_t>(rows * cols)),
+                   std::vector<uint8_t>(static_cast<size_t>(tile_rows * tile_cols))};
+  for (int64_t tr = 0; tr < tile_rows; ++tr) {
+    for (int64_t tc = 0; tc < tile_cols; ++tc) {
+      const int64_t r0 = tr * kFp8BlockSize, r1 = std::min(rows, r0 + kFp8BlockSize);
+      const int64_t c0 = tc * kFp8BlockSize, c1 = std::min(cols, c0 + kFp8BlockSize);
+      float amax = 1e-4f;
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(w[r * cols + c]));
+      int exponent = 0;
+      const float mantissa = std::frexp(amax / 448.0f, &exponent);  // quotient = mantissa * 2^exponent
+      const int e = mantissa == 0.5f ? exponent - 1 : exponent;      // the exact ceil(log2(quotient))
+      MEGAMOE_CHECK(e >= -127 && e <= 127, fn, ": tile [", tr, ", ", tc, "] scale 2^", e, " is outside E8M0");
+      q.scales[static_cast<size_t>(tr * tile_cols + tc)] = static_cast<uint8_t>(e + 127);
+      const float inverse = std::ldexp(1.0f, -e);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) q.values[static_cast<size_t>(r * cols + c)] = f32_to_e4m3(w[r * cols + c] * inverse);
+    }
+  }
+  return q;
+}
+
 void dequantize_nvfp4(const uint8_t* packed, const uint8_t* block_scales_e4m3, float global_scale,
                       int64_t rows, int64_t cols, float* out) {
   const char* fn = "dequantize_nvfp4";

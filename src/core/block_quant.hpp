@@ -55,6 +55,31 @@ Nvfp4Tensor quantize_nvfp4_weight(const float* w, int64_t rows, int64_t cols,
 Nvfp4Tensor quantize_nvfp4_activation(const float* x, int64_t rows, int64_t cols,
                                       std::optional<float> global_scale = std::nullopt);
 
+// DeepSeek-layout MXFP4 weights by ModelOpt's MXFP4 quantizer
+// (MXFP4QTensor.quantize), in FP32: per 32-block e = ceil(max(log2(amax / 6),
+// -127)) (log2 in FP32), scale byte e + 127; y = x / 2^e; the code counts the
+// bounds {0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5} strictly below |y| (ties round
+// down, saturating at 6), the sign bit is set unless x > 0 (so zeros get 0x8).
+// cols must be a multiple of 32; throws for non-finite inputs.
+struct Mxfp4Tensor {
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> packed;  // [rows, cols/2], low nibble = even element
+  std::vector<uint8_t> scales;  // [rows, cols/32] E8M0 bytes
+};
+Mxfp4Tensor quantize_mxfp4_weight(const float* w, int64_t rows, int64_t cols);
+
+// DeepSeek FP8 block-128 weights with E8M0 scales (the FP4-expert releases'
+// `scale_fmt: ue8m0`): per 128x128 tile s = 2^ceil(log2(max(amax, 1e-4) / 448))
+// (the exact ceil of the FP32 quotient, as DeepSeek's kernels round scales),
+// value = E4M3(x / s) (round-to-nearest-even, never saturating: |x / s| <= 448).
+// Tiles at the edges cover what is left; throws for non-finite inputs.
+struct Fp8BlockTensor {
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> values;  // [rows, cols] E4M3 bytes
+  std::vector<uint8_t> scales;  // [ceil(rows/128), ceil(cols/128)] E8M0 bytes
+};
+Fp8BlockTensor quantize_fp8_block_weight(const float* w, int64_t rows, int64_t cols);
+
 // out[r, k] = e2m1(code) * fp32(e4m3(scale) * global_scale), ModelOpt's order
 // (NVFP4QTensor.dequantize): the scale product is rounded to FP32 first.
 // Like ModelOpt, code 0x8 yields +0.0 (its value table has no -0); a 0x00
