@@ -22,7 +22,7 @@ has() { [[ " $STAGES " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/env.txt"
 
 if has build; then
-  if cmake -S . -B "$BUILD" -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
+  if cmake -S . -B "$BUILD" -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DMEGAMOE_SERVER="$(pkg-config --exists cpp-httplib 2>/dev/null && echo ON || echo OFF)" > "$OUT/build.log" 2>&1 &&
      cmake --build "$BUILD" -j"$(nproc)" --target test_kernels megamoe >> "$OUT/build.log" 2>&1; then
     echo "build: ok"
   else

@@ -16,7 +16,7 @@ failed=()
 if has build; then
   # Copied sources may carry older mtimes than objects left by an earlier call: FRESH=1 rebuilds from scratch.
   [ "${FRESH:-0}" = 1 ] && rm -rf build-gpu
-  cmake -S . -B build-gpu -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
+  cmake -S . -B build-gpu -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DMEGAMOE_SERVER="$(pkg-config --exists cpp-httplib 2>/dev/null && echo ON || echo OFF)" > "$OUT/build.log" 2>&1 &&
     cmake --build build-gpu -j16 --target test_kernels megamoe >> "$OUT/build.log" 2>&1
   rc=$?; echo "build rc=$rc"; if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -40; exit 1; fi
 fi

@@ -81,7 +81,7 @@ if [[ "${PREWARM:-1}" == 1 ]]; then
 fi
 [[ "${FRESH:-0}" == 1 ]] && rm -rf "$BUILD"
 build() {
-  if cmake -S . -B "$BUILD" -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
+  if cmake -S . -B "$BUILD" -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DMEGAMOE_SERVER="$(pkg-config --exists cpp-httplib 2>/dev/null && echo ON || echo OFF)" > "$OUT/build.log" 2>&1 &&
     cmake --build "$BUILD" -j"$(nproc)" --target megamoe >> "$OUT/build.log" 2>&1; then
     echo "build: ok"
   else

@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 failed=()
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/env.txt"
-cmake -S . -B build-gpu -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/build.log" 2>&1 &&
+cmake -S . -B build-gpu -G Ninja -DMEGAMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DMEGAMOE_SERVER="$(pkg-config --exists cpp-httplib 2>/dev/null && echo ON || echo OFF)" > "$OUT/build.log" 2>&1 &&
   cmake --build build-gpu -j"$(nproc)" --target test_kernels megamoe >> "$OUT/build.log" 2>&1 ||
   { grep -E "error" "$OUT/build.log" | head -40; echo "FAILED: build"; exit 1; }
 (cd build-gpu && ctest -L gpu --output-on-failure --no-tests=error --timeout 300) > "$OUT/ctest_gpu.log" 2>&1 ||
