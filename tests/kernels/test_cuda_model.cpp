@@ -17,7 +17,10 @@
 #include <fstream>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.hpp"
+#include "core/safetensors.hpp"
 #include "gpu_test.hpp"
 #include "model/deepseek_v4/model.hpp"
 #include "model/tiny_models.hpp"
@@ -180,21 +183,31 @@ TEST(CudaModelErrors, BadInputIsAClearErrorNotADeviceFault) {
 // is copied, naming both sizes: a sparse 200 GB tensor file (no disk used).
 TEST(CudaModelErrors, CheckpointTooLargeForTheDeviceIsAClearError) {
   MEGAMOE_REQUIRE_GPU();
+  // A valid tiny-a (shard 1) plus a sparse 200 GB tensor the forward never reads (shard 2), so the
+  // checkpoint passes validation and only the device's memory is too small.
   const auto dir = std::filesystem::temp_directory_path() / "megamoe-too-large";
+  std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(tiny_model_dir("tiny-a") / "config.json", dir / "config.json",
-                             std::filesystem::copy_options::overwrite_existing);
+  const auto tiny = tiny_model_dir("tiny-a");
+  std::filesystem::copy_file(tiny / "config.json", dir / "config.json");
+  const char* shard1 = "model-00001-of-00002.safetensors";
+  const char* shard2 = "model-00002-of-00002.safetensors";
+  std::filesystem::copy_file(tiny / "model.safetensors", dir / shard1);
+  nlohmann::json weight_map = {{"padding", shard2}};
+  for (const auto& [name, view] : SafetensorsFile::open(tiny / "model.safetensors")->tensors()) weight_map[name] = shard1;
+  std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json{{"metadata", nlohmann::json::object()},
+                                                                         {"weight_map", weight_map}}.dump();
   const uint64_t bytes = 200ull << 30;
   std::string header = "{\"padding\":{\"dtype\":\"U8\",\"shape\":[" + std::to_string(bytes) +
                        "],\"data_offsets\":[0," + std::to_string(bytes) + "]}}";
   header.append((8 - header.size() % 8) % 8, ' ');
   {
-    std::ofstream out(dir / "model.safetensors", std::ios::binary | std::ios::trunc);
+    std::ofstream out(dir / shard2, std::ios::binary | std::ios::trunc);
     const uint64_t n = header.size();
     out.write(reinterpret_cast<const char*>(&n), 8);
     out.write(header.data(), static_cast<std::streamsize>(n));
   }
-  std::filesystem::resize_file(dir / "model.safetensors", 8 + header.size() + bytes);
+  std::filesystem::resize_file(dir / shard2, 8 + header.size() + bytes);
   try {
     load_dir(dir);
     ADD_FAILURE() << "a 200 GB checkpoint was accepted";

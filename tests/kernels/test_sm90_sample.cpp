@@ -77,8 +77,9 @@ Batch make_batch(int vocab, const std::vector<RowSpec>& rows, uint64_t seed) {
     float* row = b.logits.data() + r * vocab;
     fill_row(row, vocab, spec.kind, rng);
     // The CPU sampler with exactly the parameters the device sees.
-    const SamplingParams sp{static_cast<double>(spec.temperature), spec.top_k, static_cast<double>(spec.top_p),
-                            spec.seed};
+    // The device takes any temperature <= 0 as greedy; the host sampler only 0.
+    const SamplingParams sp{std::max(0.0, static_cast<double>(spec.temperature)), spec.top_k,
+                            static_cast<double>(spec.top_p), spec.seed};
     Sampler sampler(sp);
     const double u01 = spec.temperature > 0.0f ? sampler.next_uniform() : 0.0;
     b.params.push_back(kern::SampleRow{spec.temperature, spec.top_k, spec.top_p, u01});
@@ -182,7 +183,7 @@ TEST(GpuSample, SameIdsAcrossManySeedsOnOneRow) {
   for (size_t r = 1; r < rows.size(); ++r) std::copy_n(b.logits.begin(), 4096, b.logits.begin() + r * 4096);
   b.expected.clear();
   for (size_t r = 0; r < rows.size(); ++r) {
-    const SamplingParams sp{static_cast<double>(rows[r].temperature), rows[r].top_k,
+    const SamplingParams sp{std::max(0.0, static_cast<double>(rows[r].temperature)), rows[r].top_k,
                             static_cast<double>(rows[r].top_p), rows[r].seed};
     b.expected.push_back(Sampler::choose(std::span<const float>(b.logits.data() + r * 4096, 4096), sp, b.params[r].u01));
   }
