@@ -35,7 +35,9 @@ Also written: y_shared (the shared expert's part of y), and y_weight_before_quan
 its quantization (the other order), so a test can show which order an implementation follows.
 
 Usage: python3 tools/make_w4a4_goldens.py [--out tests/data/w4a4/golden.safetensors]
-(torch 2.11, nvidia-modelopt 0.47, safetensors; CPU only; fixed seed, byte-reproducible).
+(torch 2.11, nvidia-modelopt 0.47, safetensors; CPU only; fixed seed: every tensor is reproduced bit for
+bit, checked 2026-12-02; the order of the header's metadata keys can differ between runs, safetensors writes
+them from a hash map).
 """
 
 import argparse
