@@ -68,7 +68,7 @@ struct MoeParams {
   int32_t* tile_begin = nullptr;   // [max_tiles] first index into perm_pairs
   int32_t* tile_count = nullptr;   // [max_tiles] pairs in the tile (1..tile_m)
   int32_t* n_tiles = nullptr;      // [1]
-  uint16_t* h = nullptr;           // [T*(k+1), max(I, I_s)] bf16 weighted SwiGLU output
+  uint16_t* h = nullptr;           // [T*(k+1), max(I, I_s)] bf16 SwiGLU output (weighted unless weight_after_gemm2)
   float* rows = nullptr;           // [T*(k+1), D] fp32 per-pair expert outputs
   uint16_t* y = nullptr;           // [T, D] bf16 output (may be null)
   float* y_f32 = nullptr;          // [T, D] fp32 output (may be null)
@@ -84,6 +84,13 @@ struct MoeParams {
   // The shared expert stays W4A16 (its weights are not 4-bit).
   const uint16_t* xq = nullptr;      // [T*k, D] bf16 (W4A4) or null
   const float* act_scale = nullptr;  // [2, E] fp32 (W4A4) or null
+  // Where the routing weight goes. false (W4A16, the DeepSeek reference):
+  // GEMM1's epilogue writes h = weight x SwiGLU. true (W4A4, the Blackwell
+  // deployments' order, docs/w4a4-routing-order.md): h is the unweighted
+  // SwiGLU (so w2's input_scale quantizes what it was meant for) and the
+  // combine multiplies each routed GEMM2 row by its weight, as TensorRT-LLM's
+  // finalizeMoeRoutingKernel does.
+  bool weight_after_gemm2 = false;
 };
 
 // Repacked layouts (src/backend/cuda/moe/moe_repack.cpp writes them). mma.sync
@@ -107,7 +114,7 @@ int moe_wgmma_tile_m();
 // One launch per stage, in this order; all enqueue on `stream` and return immediately.
 void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream);  // router scores
 void launch_moe_route_select(const MoeParams& p, cudaStream_t stream);  // top-k / hash, permutation, tiles
-// gemm 1 = GEMM1 + clamped SwiGLU x routing weight, gemm 2 = GEMM2; decode (gemv) or prefill (wgmma) path.
+// gemm 1 = GEMM1 + clamped SwiGLU (x routing weight in W4A16), gemm 2 = GEMM2; decode (gemv) or prefill (wgmma) path.
 void launch_moe_gemv_gemm(const MoeParams& p, int gemm, cudaStream_t stream);
 void launch_moe_wgmma_gemm(const MoeParams& p, int gemm, cudaStream_t stream);  // prefill, WGMMA (sm_90a)
 void launch_moe_combine(const MoeParams& p, cudaStream_t stream);  // y = sum of routed rows + shared row

@@ -1,7 +1,9 @@
-// Combine: y[t] = sum_j rows[t*k + j] + rows[T*k + t] (shared expert), summed
-// in fp32 in slot order then the shared row, like the CPU reference; written
-// as bf16 and/or fp32. Deterministic (no atomics). Covered by
-// tests/kernels/test_sm90_nvfp4_moe.cpp.
+// Combine: y[t] = sum_j w_j rows[t*k + j] + rows[T*k + t] (shared expert),
+// summed in fp32 in slot order then the shared row, like the CPU reference;
+// written as bf16 and/or fp32. w_j = topk_w in W4A4 (the routing weight after
+// GEMM2, MoeParams::weight_after_gemm2), else 1 (GEMM1 already applied it;
+// 1 x v + acc rounds like v + acc, so W4A16 is unchanged bit for bit).
+// Deterministic (no atomics). Covered by tests/kernels/test_sm90_nvfp4_moe.cpp.
 #include <algorithm>
 
 #include "kernels/moe/moe_common.cuh"
@@ -20,8 +22,10 @@ __global__ void moe_combine_kernel(MoeParams p) {
     const float4* rows = reinterpret_cast<const float4*>(p.rows);
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int j = 0; j < p.top_k; ++j) {
-      const float4 v = rows[(static_cast<size_t>(t) * p.top_k + j) * D4 + c4];
-      acc.x += v.x, acc.y += v.y, acc.z += v.z, acc.w += v.w;
+      const size_t pair = static_cast<size_t>(t) * p.top_k + j;
+      const float w = p.weight_after_gemm2 ? p.topk_w[pair] : 1.0f;
+      const float4 v = rows[pair * D4 + c4];
+      acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
     }
     if (p.shared_inter > 0) {
       const float4 v = rows[(static_cast<size_t>(p.tokens) * p.top_k + t) * D4 + c4];

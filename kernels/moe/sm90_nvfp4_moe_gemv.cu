@@ -11,7 +11,8 @@
 // partial accumulators are summed across warps in a fixed order (deterministic)
 // and the epilogue applies the fp32 factor g*, then
 //   GEMM1 (kMats = 2): gate and up rows together, clamped SwiGLU and the
-//     routing weight fused, h rounded to bf16 (the reference's cast before w2).
+//     routing weight fused (W4A4: applied in the combine instead), h rounded to
+//     bf16 (the reference's cast before w2).
 //   GEMM2 (kMats = 1): w2 rows over h, fp32 rows per pair (summed by combine).
 // The shared expert (pseudo-expert E) runs in the same launch from its bf16
 // fragment copy. Constraints: N multiple of 16, K multiple of 64. Covered by
@@ -207,7 +208,7 @@ __device__ __forceinline__ void gemv_tile(const MoeParams& p, int e, int rt, int
       const int row = rt * 16 + g + (i >> 1) * 8;
       const int pair = pair_of[m];
       if (kMats == 2) {
-        const float weight = shared ? 1.0f : p.topk_w[pair];
+        const float weight = shared || p.weight_after_gemm2 ? 1.0f : p.topk_w[pair];
         const float hv = clamped_swiglu(v[0], v[1], p.swiglu_limit) * weight;
         p.h[static_cast<size_t>(pair) * hs + row] = float_to_bf16_bits(hv);
       } else {

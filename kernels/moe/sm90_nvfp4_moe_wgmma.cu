@@ -23,7 +23,8 @@
 //   after k-step 0 is queued.
 // - N (wgmma width) is the tile's pair count rounded up to 32, 64, 80, 96, 112
 //   or 128, chosen per tile at run time; smaller N also gets more stages.
-// - Epilogues as the WMMA path: GEMM1 clamped SwiGLU x routing weight -> bf16 h,
+// - Epilogues as the WMMA path: GEMM1 clamped SwiGLU x routing weight -> bf16 h
+//   (W4A4: unweighted, MoeParams::weight_after_gemm2),
 //   GEMM2 fp32 rows; g* (and the W4A4 act_scale) applied in fp32.
 // Shared expert (pseudo-expert E) from its bf16 fragment copy in the same
 // launch. Deterministic (each output written once, fixed summation order), no
@@ -298,7 +299,7 @@ __global__ void __launch_bounds__(Cfg<kMats, kWG>::kThreads, Cfg<kMats, kWG>::kM
         row = p.h + static_cast<size_t>(pair) * tc.hs;
     }
     src_row[m] = row;
-    wgt[m] = kMats == 2 && !shared && pair >= 0 ? p.topk_w[pair] : 1.0f;
+    wgt[m] = kMats == 2 && !shared && pair >= 0 && !p.weight_after_gemm2 ? p.topk_w[pair] : 1.0f;
   }
   tc.gs0 = tc.gs1 = 1.0f;
   if (!shared) {

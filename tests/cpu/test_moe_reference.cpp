@@ -257,7 +257,7 @@ TEST(MoeReference, W4a4StaticEqualsDynamicAndAddsQuantizationNoise) {
   megamoe::cpu::moe_forward(p.view(), x, {}, T, dynamic, w4a4);
   megamoe::cpu::moe_forward(p.view(), x, {}, T, w4a16);
 
-  // The dynamic scales, recomputed here: x's amax, and h's amax over all routed rows.
+  // The dynamic scales, recomputed here: x's amax, and the unweighted h's amax over all routed rows.
   float x_amax = 0;
   for (float v : x) x_amax = std::max(x_amax, std::abs(v));
   const auto routing = megamoe::cpu::moe_route(p.view(), x, {}, T);
@@ -275,7 +275,7 @@ TEST(MoeReference, W4a4StaticEqualsDynamicAndAddsQuantizationNoise) {
         for (int64_t c = 0; c < D; ++c)
           g += p.w1[(e * I + i) * D + c] * xq[t * D + c], u += p.w3[(e * I + i) * D + c] * xq[t * D + c];
         g = std::min(g, 10.0f), u = std::clamp(u, -10.0f, 10.0f);
-        h_amax = std::max(h_amax, std::abs(g / (1 + std::exp(-g)) * u * routing.weights[t * k + j]));
+        h_amax = std::max(h_amax, std::abs(g / (1 + std::exp(-g)) * u));  // unweighted: W4A4 weights after w2
       }
     }
   const std::vector<float> s13(E, x_amax / 2688.0f), s2(E, h_amax / 2688.0f);

@@ -136,9 +136,13 @@ void fake_quantize_nvfp4(float* x, int64_t rows, int64_t cols, std::optional<flo
   dequantize_nvfp4(q.packed.data(), q.block_scales.data(), q.global_scale, rows, cols, x);
 }
 
-// The routed experts in W4A4 (see MoeOptions::activations_nvfp4): every
-// routed h row must exist before a dynamic w2 input scale is known, so this
-// runs in two passes over the active experts (the weights are loaded twice).
+// The routed experts in W4A4 (see MoeOptions::activations_nvfp4), in the op
+// order of the Blackwell NVFP4 MoE deployments (docs/w4a4-routing-order.md):
+// h = swiglu(...) is quantized WITHOUT the routing weight, and the weight
+// multiplies GEMM2's fp32 output row (TensorRT-LLM's finalize), so w2's
+// static input_scale applies to the unweighted h. Every routed h row must
+// exist before a dynamic w2 input scale is known, so this runs in two passes
+// over the active experts (the weights are loaded twice).
 void routed_w4a4(const MoeWeights& weights, const std::vector<float>& x, const Routing& routing,
                  const std::vector<int64_t>& active, const MoeOptions& options, std::vector<float>& per_slot) {
   const MoeDims& d = weights.dims;
@@ -166,13 +170,15 @@ void routed_w4a4(const MoeWeights& weights, const std::vector<float>& x, const R
     } else {
       xrow = x_dynamic.data() + (p / k) * D;
     }
-    expert_hidden(w1, w3, D, I, xrow, routing.weights[p], d.swiglu_limit, options.round_hidden_bf16, h.data() + p * I);
+    expert_hidden(w1, w3, D, I, xrow, 1.0f, d.swiglu_limit, options.round_hidden_bf16, h.data() + p * I);
   });
   if (weights.input_scale_w2.empty()) fake_quantize_nvfp4(h.data(), T * k, I, std::nullopt);
   visit([&](int64_t e, int64_t p, std::span<const float>, std::span<const float>, std::span<const float> w2) {
     float* hp = h.data() + p * I;
     if (!weights.input_scale_w2.empty()) fake_quantize_nvfp4(hp, 1, I, weights.input_scale_w2[e]);
-    expert_down(w2, D, I, hp, per_slot.data() + p * D);
+    float* row = per_slot.data() + p * D;
+    expert_down(w2, D, I, hp, row);
+    for (int64_t r = 0; r < D; ++r) row[r] *= routing.weights[p];
   });
 }
 

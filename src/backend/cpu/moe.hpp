@@ -3,8 +3,8 @@
 // fp32, top-k on the biased scores (or tid2eid for hash layers), weights from
 // the unbiased scores normalised to sum 1 then times routed_scaling_factor,
 // experts as clamped SwiGLU (gate clamped above at swiglu_limit, up clamped to
-// [-limit, limit]), the routing weight applied before w2, and routed + shared
-// accumulated in fp32.
+// [-limit, limit]), the routing weight applied before w2 (W4A4: after w2, see
+// MoeOptions::activations_nvfp4), and routed + shared accumulated in fp32.
 //
 // Top-k tie rule: between equal biased scores the lower expert index wins.
 // Weights are dequantized fp32 (the CPU oracle; the GPU path reads FP4).
@@ -61,13 +61,16 @@ struct MoeWeights {
 // the plain fp32 reference.
 struct MoeOptions {
   bool round_input_bf16 = false;       // x -> bf16 before the router and the experts
-  bool round_hidden_bf16 = false;      // weighted SwiGLU output -> bf16 before w2 (the reference's cast)
+  bool round_hidden_bf16 = false;      // SwiGLU output h -> bf16 before w2 (the reference's cast)
   bool round_output_bf16 = false;      // y -> bf16 at the end
-  // W4A4: the routed experts' inputs (x before w1/w3, the weighted SwiGLU
-  // output before w2) are NVFP4 fake-quantized with the host quantizer
+  // W4A4: the routed experts' inputs (x before w1/w3, the SwiGLU output h
+  // before w2) are NVFP4 fake-quantized with the host quantizer
   // (block_quant.hpp, per-16 dynamic E4M3 block scales, global scale from
   // MoeWeights::input_scale_* or dynamic), matching NVFP4 x NVFP4 GEMMs. The
-  // shared expert keeps its inputs. An all-zero tensor quantizes to zeros.
+  // routing weight then follows the Blackwell deployments, not the reference:
+  // h is quantized unweighted and the weight multiplies w2's output row
+  // (docs/w4a4-routing-order.md). The shared expert keeps its inputs. An
+  // all-zero tensor quantizes to zeros.
   bool activations_nvfp4 = false;
 };
 
