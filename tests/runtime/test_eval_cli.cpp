@@ -78,8 +78,8 @@ TEST(EvalCli, GoldenWindowsGiveTransformersPerplexity) {
   EXPECT_EQ(j["moe_activations"], "w4a16");
   const auto sums = golden["window_nll_sums"].get<std::vector<double>>();
   const double expected_ppl = std::exp((sums[0] + sums[1]) / (2 * 255));
-  // As test_demo_eval.cpp: the NLL sums agree to 4e-7 relative; the ppl to ~5x that.
-  EXPECT_NEAR(j["ppl"].get<double>(), expected_ppl, 2e-6 * expected_ppl);
+  // As test_demo_eval.cpp (NLL sums within 2e-5 relative of transformers'): the ppl of two windows within 1e-4.
+  EXPECT_NEAR(j["ppl"].get<double>(), expected_ppl, 1e-4 * expected_ppl);
   EXPECT_EQ(j["kl"], 0.0);  // the model against itself
   EXPECT_EQ(j["top1_agreement"], 1.0);
   EXPECT_EQ(j["reference_scores"]["ppl"], j["ppl"]);
