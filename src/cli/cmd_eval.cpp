@@ -6,6 +6,7 @@
 //   [--window 256] [--max-windows N] [--batch B] [--device cpu|cuda|auto]
 //   [--reference DIR] [--w4a4] [--kv-fp8] [--json FILE]
 // The summary goes to stdout, progress to stderr, every number to --json.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>

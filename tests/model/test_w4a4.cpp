@@ -5,6 +5,8 @@
 // tensors; the logits move from W4A16 by a small amount; checkpoints without
 // input_scale run with dynamic scales; other expert formats and inconsistent
 // scales are refused by name.
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -144,7 +146,7 @@ TEST(W4a4, EveryMoeLayerIsTheReferenceOpWithTheCheckpointsInputScales) {
 std::filesystem::path mutated_nvfp4(const std::string& tag, const std::function<bool(const std::string&)>& drop,
                                     const std::string& rescale = "", float new_scale = 0.0f) {
   const auto src = tiny_model_dir("tiny-a-nvfp4");
-  const auto dst = std::filesystem::temp_directory_path() / ("megamoe-w4a4-" + tag);
+  const auto dst = std::filesystem::temp_directory_path() / ("megamoe-w4a4-" + std::to_string(::getpid()) + "-" + tag);
   std::filesystem::remove_all(dst);
   std::filesystem::create_directories(dst);
   std::filesystem::copy_file(src / "config.json", dst / "config.json");

@@ -140,7 +140,7 @@ TEST(EvalCli, BadInputsAreNamed) {
 
 TEST(W4a4Cli, NonNvfp4ExpertsAreRefused) {
   const std::string mxfp4 = testing::tiny_model_dir("tiny-a-mxfp4").string();
-  const std::string out = (fs::temp_directory_path() / "megamoe-eval-cli-w4a4.npy").string();
+  const std::string out = temp_file("w4a4.npy", "").string();
   for (const std::string& args : {"logits --device cpu --w4a4 --model " + mxfp4 + " --ids 1,2,3 --out " + out,
                                   "generate --device cpu --w4a4 --model " + kTinyA + " --ids 1,2,3"}) {
     const Result r = run(args);
