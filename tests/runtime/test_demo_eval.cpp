@@ -60,6 +60,8 @@ TEST(DemoEval, WindowNllMatchesTransformers) {
   }
   // Measured max relative difference 6.7e-6 over the 8 windows (megamoe fp32 CPU vs transformers fp32 CPU,
   // same BF16 weights; summation orders differ); the bound is 3x that. The ppl moved by 2.7e-6 relative.
+  // Over the whole held-out split (236 windows) the median is 3.5e-8 and a few windows reach 4.5e-5, so a
+  // longer golden would need a wider bound (unexplained; discrete near-ties, e.g. in a top-k, are the suspects).
   EXPECT_LE(worst, 2e-5);
   EXPECT_NEAR(r.model.ppl, golden()["ppl"].get<double>(), 1e-5 * golden()["ppl"].get<double>());
 }
