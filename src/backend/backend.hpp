@@ -137,6 +137,14 @@ class StepGraph {
   virtual ~StepGraph() = default;
 };
 
+// The routed experts' activation format. W4A16: bf16 / fp32 activations
+// against the 4-bit weights (exact on Hopper). W4A4: the activations before
+// each expert GEMM NVFP4-quantized as Blackwell deployments run them, with the
+// checkpoint's static per-expert `input_scale` (dynamic, from each forward's
+// amax, where the checkpoint has none); NVFP4 experts only.
+enum class MoeActivationFormat { kW4A16, kW4A4 };
+std::string_view moe_activation_format_name(MoeActivationFormat format);  // "w4a16" / "w4a4"
+
 struct BackendOptions {
   int64_t max_sequences = 4;   // state slots (sequences alive at once)
   int64_t max_context = 0;     // tokens per sequence; 0 = max_position_embeddings capped at 65536
@@ -146,6 +154,7 @@ struct BackendOptions {
   // per 64, the RoPE channels bf16 (kernels/attention/kv_fp8_params.hpp).
   // Off by default: transformers (the golden oracle) keeps KV in full precision.
   bool kv_fp8 = false;
+  MoeActivationFormat moe_activations = MoeActivationFormat::kW4A16;
   // CPU only: emulate the GPU's quantization points (for tight GPU tests).
   bool emulate_gpu_moe_bf16 = false;  // MoE input and expert hidden rounded to bf16 (the FP4 MoE op's numerics)
   // CPU only: the fp32 expert budget above which experts stay in the checkpoint

@@ -30,7 +30,7 @@ namespace {
 
 struct Args {
   std::string model_dir, ids_text, ids_file, tokenizer_path, chat_file, prompt, device = "auto";
-  bool kv_fp8 = false, special_in_content = false, eager = false;
+  bool kv_fp8 = false, w4a4 = false, special_in_content = false, eager = false;
   int64_t prefill_chunk = 0;
   bool have_ids = false, have_prompt = false, chat = false, thinking = false, no_bos = false, ignore_eos = false, show_ids = false;
   std::vector<std::string> stops;
@@ -100,6 +100,7 @@ std::unique_ptr<megamoe::dsv4::Model> load_model(const Args& a) {
   options.backend.max_sequences = 1;
   options.backend.progress = true;
   options.backend.kv_fp8 = a.kv_fp8;
+  if (a.w4a4) options.backend.moe_activations = megamoe::MoeActivationFormat::kW4A4;
   options.backend.max_step_rows = a.prefill_chunk;
   return megamoe::dsv4::Model::load(a.model_dir, options);
 }
@@ -181,6 +182,7 @@ int run_generate(int argc, char** argv) {
   app.add_option("--model", a.model_dir, "checkpoint directory (config.json + safetensors)")->required();
   app.add_option("--device", a.device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
   app.add_flag("--kv-fp8", a.kv_fp8, "round KV as FP8 storage (the official reference's QAT numerics)");
+  app.add_flag("--w4a4", a.w4a4, megamoe::cli::kW4a4Help);
   app.add_flag("--eager", a.eager, "cuda: launch every decode step's kernels instead of replaying its CUDA graph");
   app.add_option("--prefill-chunk", a.prefill_chunk, "prompt tokens per prefill step (0: the backend's default)")
       ->check(CLI::NonNegativeNumber);

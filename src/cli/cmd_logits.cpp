@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/command.hpp"
+#include "cli/options.hpp"
 #include "core/error.hpp"
 #include "core/model_config.hpp"
 #include "core/npy.hpp"
@@ -30,6 +31,8 @@ int run_logits(int argc, char** argv) {
   app.add_option("--device", device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
   bool kv_fp8 = false;
   app.add_flag("--kv-fp8", kv_fp8, "round KV as FP8 storage (the official reference's QAT numerics)");
+  bool w4a4 = false;
+  app.add_flag("--w4a4", w4a4, megamoe::cli::kW4a4Help);
   app.add_option("--dump-dir", dump_dir, "write every named activation as DIR/<name>.npy");
   CLI11_PARSE(app, argc, argv);
 
@@ -51,6 +54,7 @@ int run_logits(int argc, char** argv) {
   options.backend.max_sequences = 1;
   options.backend.progress = true;
   options.backend.kv_fp8 = kv_fp8;
+  if (w4a4) options.backend.moe_activations = megamoe::MoeActivationFormat::kW4A4;
   const auto model = megamoe::dsv4::Model::load(model_dir, options);
 
   megamoe::dsv4::DumpFn dump;

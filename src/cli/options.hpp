@@ -56,4 +56,9 @@ inline double parse_double_option(const std::string& option, const std::string& 
   return value;
 }
 
+// --w4a4 (generate, logits, eval): the routed experts' activation format.
+inline constexpr const char* kW4a4Help =
+    "MoE W4A4: NVFP4 activations with the checkpoint's static input_scale (dynamic where it has none); NVFP4 "
+    "experts only (default W4A16)";
+
 }  // namespace megamoe::cli

@@ -14,6 +14,10 @@ namespace megamoe {
 
 std::string_view device_kind_name(DeviceKind kind) { return kind == DeviceKind::kCpu ? "cpu" : "cuda"; }
 
+std::string_view moe_activation_format_name(MoeActivationFormat format) {
+  return format == MoeActivationFormat::kW4A4 ? "w4a4" : "w4a16";
+}
+
 DeviceKind parse_device_kind(const std::string& text) {
   if (text == "cpu") return DeviceKind::kCpu;
   if (text == "cuda") return DeviceKind::kCuda;

@@ -65,7 +65,11 @@ CpuBackend::CpuBackend(const Checkpoint& checkpoint, const BackendOptions& optio
       options_(with_cpu_defaults(options)),
       weights_(dsv4::load_model_weights(checkpoint, dsv4::LoadOptions{options.eager_expert_bytes})),
       rope_main_(config_.rope_main, config_.rope_head_dim),
-      rope_compress_(config_.rope_compress, config_.rope_head_dim) {}
+      rope_compress_(config_.rope_compress, config_.rope_head_dim) {
+  if (options_.moe_activations == MoeActivationFormat::kW4A4) {
+    for (int64_t l = 0; l < config_.num_layers; ++l) input_scales_.push_back(read_expert_input_scales(checkpoint, l));
+  }
+}
 
 DeviceTensor CpuBackend::empty(DType dtype, Shape shape) {
   const int64_t n = shape_numel(shape);
@@ -383,6 +387,11 @@ void CpuBackend::moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& i
   MoeOptions options;
   options.round_input_bf16 = options_.emulate_gpu_moe_bf16;
   options.round_hidden_bf16 = options_.emulate_gpu_moe_bf16;
+  if (options_.moe_activations == MoeActivationFormat::kW4A4) {
+    options.activations_nvfp4 = true;
+    mw.input_scale_w13 = input_scales_.at(layer).w13;
+    mw.input_scale_w2 = input_scales_.at(layer).w2;
+  }
   const int64_t tokens = ids.numel();
   check_rows(x, tokens, config_.hidden_size, "moe x");
   check_rows(y, tokens, config_.hidden_size, "moe y");

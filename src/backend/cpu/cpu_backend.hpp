@@ -2,7 +2,9 @@
 // reference math of src/backend/cpu/dsv4 and the MoE reference op. It is the
 // oracle of every GPU test and matches transformers' fp64 goldens; with
 // BackendOptions::emulate_gpu_moe_bf16 it rounds where the GPU's FP4 MoE op
-// rounds, so the CUDA forward can be held to a tight tolerance.
+// rounds, so the CUDA forward can be held to a tight tolerance. W4A4
+// (BackendOptions::moe_activations) runs the MoE reference op with NVFP4
+// activations and the checkpoint's input_scale.
 #pragma once
 
 #include <memory>
@@ -11,6 +13,7 @@
 #include "backend/cpu/dsv4/rope.hpp"
 #include "backend/cpu/dsv4/state.hpp"
 #include "backend/cpu/dsv4/weights.hpp"
+#include "backend/cpu/load.hpp"
 
 namespace megamoe::cpu {
 
@@ -63,6 +66,7 @@ class CpuBackend : public Backend {
   ModelConfig config_;
   BackendOptions options_;
   dsv4::ModelWeights weights_;
+  std::vector<ExpertInputScales> input_scales_;  // per layer, W4A4 only
   dsv4::RopeTable rope_main_, rope_compress_;
 };
 

@@ -1,7 +1,9 @@
 #include "backend/cpu/load.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #include "core/block_quant.hpp"
 #include "core/error.hpp"
@@ -117,6 +119,55 @@ std::vector<int32_t> to_index_table(const TensorView& view, int64_t limit) {
     out[static_cast<size_t>(i)] = static_cast<int32_t>(v);
   }
   return out;
+}
+
+namespace {
+
+// The input_scale of each expert's `which` weight: E values, or none when no expert has one.
+std::vector<float> expert_input_scale(const Checkpoint& checkpoint, int64_t layer, const std::string& which) {
+  const int64_t experts = checkpoint.config().n_routed_experts;
+  std::vector<float> scales;
+  int64_t missing = 0;
+  std::string first_missing, first_present;
+  for (int64_t e = 0; e < experts; ++e) {
+    const WeightRef ref = checkpoint.expert_weight(layer, e, which);
+    MEGAMOE_CHECK(ref.format == WeightFormat::kNvfp4, "W4A4 needs NVFP4 routed experts: ", ref.name, " is ",
+                  ref.format == WeightFormat::kDense ? dtype_name(ref.weight->dtype) : weight_format_name(ref.format),
+                  " (W4A4 quantizes the activations of NVFP4 x NVFP4 GEMMs; ",
+                  "run this checkpoint in W4A16)");
+    if (ref.input_scale == nullptr) {
+      if (missing++ == 0) first_missing = ref.name;
+      continue;
+    }
+    float value = 0.0f;
+    std::memcpy(&value, ref.input_scale->data, sizeof value);
+    MEGAMOE_CHECK(std::isfinite(value) && value > 0.0f, ref.name, ".input_scale = ", value,
+                  " is not a finite positive scale");
+    if (first_present.empty()) first_present = ref.name;
+    scales.push_back(value);
+  }
+  MEGAMOE_CHECK(missing == 0 || missing == experts, "layer ", layer, ": ", first_present, " has an input_scale but ",
+                first_missing, " (and ", missing - 1, " more) has none; W4A4 takes static scales for all ",
+                "experts of a layer or for none");
+  return scales;
+}
+
+}  // namespace
+
+ExpertInputScales read_expert_input_scales(const Checkpoint& checkpoint, int64_t layer) {
+  ExpertInputScales s;
+  s.w13 = expert_input_scale(checkpoint, layer, "gate_proj");
+  const std::vector<float> w3 = expert_input_scale(checkpoint, layer, "up_proj");
+  MEGAMOE_CHECK(s.w13.size() == w3.size(), "layer ", layer, ": the routed experts' ",
+                s.w13.empty() ? "up_proj" : "gate_proj", " weights have input_scale tensors and their ",
+                s.w13.empty() ? "gate_proj" : "up_proj", " weights none; both GEMMs read the same input, so W4A4 ",
+                "needs one scale for both");
+  for (std::size_t e = 0; e < w3.size(); ++e)
+    MEGAMOE_CHECK(s.w13[e] == w3[e], "layer ", layer, " expert ", e, ": gate_proj.input_scale ", s.w13[e],
+                  " != up_proj.input_scale ", w3[e], "; both GEMMs read the same input, so W4A4 needs one scale ",
+                  "(ModelOpt exports them equal)");
+  s.w2 = expert_input_scale(checkpoint, layer, "down_proj");
+  return s;
 }
 
 }  // namespace megamoe::cpu

@@ -22,4 +22,17 @@ Tensor dequantize_weight(const WeightRef& ref);
 // An integer table (I64 or I32) as int32, every value checked to lie in [0, limit).
 std::vector<int32_t> to_index_table(const TensorView& view, int64_t limit);
 
+// W4A4's static activation global scales of layer `layer`'s routed experts:
+// ModelOpt's per-weight `input_scale` (F32 scalar). w1 and w3 read the same
+// input, so ModelOpt gives them one scale; w13 [E] holds it (w1's and w3's
+// must be equal), w2 [E] the down projection's. A list is empty when no
+// expert has that scale (dynamic scales). Shared by the CPU and CUDA loaders.
+// Throws naming the tensor when an expert is not NVFP4 (W4A4 applies to NVFP4
+// experts only), when only some experts have a scale, when w1's and w3's
+// differ, or when a scale is not finite and positive.
+struct ExpertInputScales {
+  std::vector<float> w13, w2;
+};
+ExpertInputScales read_expert_input_scales(const Checkpoint& checkpoint, int64_t layer);
+
 }  // namespace megamoe::cpu

@@ -100,7 +100,7 @@ class CudaBackend : public Backend {
     MEGAMOE_CHECK(options_.max_step_rows <= (int64_t{1} << 24), "cuda: max_step_rows too large");
     MEGAMOE_CUDA_CHECK(cudaGetDevice(&device_));
     describe_ = "cuda: " + describe_device(device_);
-    model_ = load_device_model(checkpoint, options_.max_step_rows, options_.progress);
+    model_ = load_device_model(checkpoint, options_.max_step_rows, options_.progress, options_.moe_activations);
     allocate_pools();
     reset_slot(scratch_slot());
     dsv4::RopeTable main(c.rope_main, c.rope_head_dim), compress(c.rope_compress, c.rope_head_dim);

@@ -49,8 +49,12 @@ std::vector<uint16_t> bf16_of(const TensorView& v) {
 
 class Loader {
  public:
-  Loader(const Checkpoint& ckpt, int64_t max_tokens, bool progress)
-      : ckpt_(ckpt), cfg_(ckpt.config()), max_tokens_(max_tokens), progress_(progress) {}
+  Loader(const Checkpoint& ckpt, int64_t max_tokens, bool progress, MoeActivationFormat moe_activations)
+      : ckpt_(ckpt),
+        cfg_(ckpt.config()),
+        max_tokens_(max_tokens),
+        progress_(progress),
+        w4a4_(moe_activations == MoeActivationFormat::kW4A4) {}
 
   DeviceModel load() {
     check_fits();
@@ -235,7 +239,14 @@ class Loader {
       shared_refs[1] = ckpt_.weight(prefix + "shared_experts.up_proj", shared, d);
       shared_refs[2] = ckpt_.weight(prefix + "shared_experts.down_proj", d, shared);
     }
-    if (fp4 && widths_ok) {
+    if (w4a4_) {
+      // The scales first: their reader names the first expert that is not NVFP4.
+      const cpu::ExpertInputScales scales = cpu::read_expert_input_scales(ckpt_, l);
+      MEGAMOE_CHECK(widths_ok, prefix, ": W4A4 on cuda needs the FP4 MoE op, which takes hidden_size, ",
+                    "moe_intermediate_size and the shared expert's width in multiples of 64 (here ", d, ", ", inter,
+                    ", ", shared, "); this layer would run on the dense fallback, which has no W4A4 mode");
+      load_fp4_moe(l, prefix, w, gate, experts, format, shared_refs, &scales);
+    } else if (fp4 && widths_ok) {
       load_fp4_moe(l, prefix, w, gate, experts, format, shared_refs);
     } else {
       load_dense_moe(prefix, w, gate, experts, shared_refs);
@@ -244,7 +255,8 @@ class Loader {
 
   void load_fp4_moe(int64_t l, const std::string& prefix, DeviceLayer& w, const WeightRef& gate,
                     const std::vector<std::array<WeightRef, 3>>& experts, WeightFormat format,
-                    const std::optional<WeightRef> (&shared_refs)[3]) {
+                    const std::optional<WeightRef> (&shared_refs)[3],
+                    const cpu::ExpertInputScales* w4a4_scales = nullptr) {
     MoeLayerConfig c;
     c.hidden = static_cast<int>(cfg_.hidden_size);
     c.intermediate = static_cast<int>(cfg_.moe_intermediate_size);
@@ -255,6 +267,7 @@ class Loader {
     c.routed_scaling = static_cast<float>(cfg_.routed_scaling_factor);
     c.swiglu_limit = static_cast<float>(cfg_.swiglu_limit);
     c.format = format == WeightFormat::kNvfp4 ? ExpertFormat::kNvfp4 : ExpertFormat::kMxfp4;
+    c.w4a4 = w4a4_scales != nullptr;
     // Stack the experts' stored bytes: [E, rows, cols/2] codes, [E, rows, cols/G] scales, [E] globals.
     std::vector<uint8_t> q[3], s[3];
     std::vector<float> g[3];
@@ -284,6 +297,7 @@ class Loader {
     hw.w1 = q[0], hw.w3 = q[1], hw.w2 = q[2];
     hw.s1 = s[0], hw.s3 = s[1], hw.s2 = s[2];
     if (format == WeightFormat::kNvfp4) hw.g1 = g[0], hw.g3 = g[1], hw.g2 = g[2];
+    if (w4a4_scales != nullptr) hw.input_scale_w13 = w4a4_scales->w13, hw.input_scale_w2 = w4a4_scales->w2;
     std::vector<uint16_t> sb[3];
     std::vector<uint8_t> fp8_codes[3], fp8_e8m0[3];
     std::vector<float> fp8_f32[3];
@@ -357,14 +371,16 @@ class Loader {
   const ModelConfig& cfg_;
   int64_t max_tokens_ = 0;
   bool progress_ = false;
+  bool w4a4_ = false;
   std::atomic<size_t> uploaded_{0};
   mutable std::mutex report_mutex_;
 };
 
 }  // namespace
 
-DeviceModel load_device_model(const Checkpoint& checkpoint, int64_t max_tokens, bool progress) {
-  return Loader(checkpoint, max_tokens, progress).load();
+DeviceModel load_device_model(const Checkpoint& checkpoint, int64_t max_tokens, bool progress,
+                              MoeActivationFormat moe_activations) {
+  return Loader(checkpoint, max_tokens, progress, moe_activations).load();
 }
 
 }  // namespace megamoe::cuda

@@ -64,6 +64,10 @@ struct DeviceModel {
 
 // Uploads every weight the config needs; max_tokens sizes the MoE workspaces.
 // Throws naming the bytes needed and free before copying when it cannot fit.
-DeviceModel load_device_model(const Checkpoint& checkpoint, int64_t max_tokens, bool progress);
+// W4A4 (moe_activations) sets up the FP4 MoE op's NVFP4-activation mode with
+// the checkpoint's input_scale; it throws for experts that are not NVFP4 or
+// that would run on the dense fallback (which has no W4A4 mode).
+DeviceModel load_device_model(const Checkpoint& checkpoint, int64_t max_tokens, bool progress,
+                              MoeActivationFormat moe_activations = MoeActivationFormat::kW4A16);
 
 }  // namespace megamoe::cuda
