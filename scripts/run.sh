@@ -15,6 +15,7 @@ if [[ ! -f $nvfp4/model.safetensors || $demo/model.safetensors -nt $nvfp4/model.
 fi
 echo
 echo "megamoe generate --model $nvfp4 --prompt 'Once upon a time' --max-new-tokens 64"
+printf 'Once upon a time'  # generate prints the continuation only
 "$build_dir/megamoe" generate --model "$nvfp4" --prompt "Once upon a time" \
   --max-new-tokens 64
 echo
