@@ -2,7 +2,9 @@
 // reference math of src/backend/cpu/dsv4 and the MoE reference op. It is the
 // oracle of every GPU test and matches transformers' fp64 goldens; with
 // BackendOptions::emulate_gpu_moe_bf16 it rounds where the GPU's FP4 MoE op
-// rounds, so the CUDA forward can be held to a tight tolerance.
+// rounds, so the CUDA forward can be held to a tight tolerance. Sharded
+// (BackendOptions::shard), it holds one rank's part and its collectives run
+// over a ThreadCommunicator, so CI tests the multi-GPU logic.
 #pragma once
 
 #include <memory>
@@ -55,6 +57,8 @@ class CpuBackend : public Backend {
                  const DeviceTensor& selected, DeviceTensor& out) override;
   void moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& ids, DeviceTensor& y) override;
   std::vector<int32_t> sample(const DeviceTensor& logits, std::span<const SampleRequest> rows) override;
+  void all_reduce_sum(DeviceTensor& x) override;
+  void all_gather_columns(const DeviceTensor& part, DeviceTensor& full) override;
 
  private:
   const Tensor& linear_weight(LinearKey key) const;
@@ -62,6 +66,7 @@ class CpuBackend : public Backend {
 
   ModelConfig config_;
   BackendOptions options_;
+  ShardLayout shard_;  // this rank's heads, groups, experts, shared slice, vocabulary rows
   dsv4::ModelWeights weights_;
   dsv4::RopeTable rope_main_, rope_compress_;
 };
