@@ -292,7 +292,10 @@ class CommunicatorFactory {
   // Aborts every connected communicator (a rank failed mid-step).
   virtual void abort() = 0;
 };
-std::unique_ptr<CommunicatorFactory> make_communicator_factory(DeviceKind kind, int64_t ranks);
+// One rank per entry of `devices` (cuda: the device ids, each checked to
+// exist before any rank starts, so no rank waits in NCCL's init for one that
+// cannot start; cpu: only the count matters).
+std::unique_ptr<CommunicatorFactory> make_communicator_factory(DeviceKind kind, const std::vector<int>& devices);
 
 // The backend of `kind` over an open checkpoint (kept open by the caller for
 // as long as the backend lives). cuda: throws where CUDA is not built or no

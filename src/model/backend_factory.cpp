@@ -41,11 +41,14 @@ class ThreadCommunicatorFactory : public CommunicatorFactory {
 
 }  // namespace
 
-std::unique_ptr<CommunicatorFactory> make_communicator_factory(DeviceKind kind, int64_t ranks) {
+std::unique_ptr<CommunicatorFactory> make_communicator_factory(DeviceKind kind, const std::vector<int>& devices) {
+  const auto ranks = static_cast<int64_t>(devices.size());
   if (kind == DeviceKind::kCpu) return std::make_unique<ThreadCommunicatorFactory>(ranks);
 #ifdef MEGAMOE_HAVE_CUDA
-  MEGAMOE_CHECK(cuda::device_count() >= ranks, "--devices: ", ranks, " ranks need ", ranks,
-                " CUDA devices, this machine has ", cuda::device_count());
+  const int count = cuda::device_count();
+  for (int d : devices)
+    MEGAMOE_CHECK(d >= 0 && d < count, "--devices: device ", d, " does not exist (this machine has ", count,
+                  " CUDA devices)");
   return cuda::make_nccl_communicator_factory(ranks);
 #else
   MEGAMOE_THROW("--devices: this build of megamoe has no CUDA backend (built without nvcc); --ranks runs the CPU "

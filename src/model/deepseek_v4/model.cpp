@@ -39,7 +39,9 @@ Model::Model(std::unique_ptr<Checkpoint> checkpoint, const ModelOptions& options
     backends_.front() = make_backend(options.device, *checkpoint_, bo);
     return;
   }
-  communicators_ = make_communicator_factory(options.device, ranks);
+  std::vector<int> devices = options.devices;
+  for (int64_t r = static_cast<int64_t>(devices.size()); r < ranks; ++r) devices.push_back(static_cast<int>(r));
+  communicators_ = make_communicator_factory(options.device, devices);  // checks the devices exist
   CommunicatorFactory* comms = communicators_.get();
   threads_ = std::make_unique<RankThreads>(ranks, [comms] { comms->abort(); });
   // Each rank connects and loads its shard on its own thread (NCCL's init
@@ -47,8 +49,8 @@ Model::Model(std::unique_ptr<Checkpoint> checkpoint, const ModelOptions& options
   threads_->run([&](int64_t r) {
     BackendOptions bo = options.backend;
     bo.shard = {r, ranks};
-    bo.device = options.devices.empty() ? static_cast<int>(r) : options.devices.at(static_cast<size_t>(r));
-    bo.communicator = comms->connect(r, bo.device);
+    bo.device = devices.at(static_cast<size_t>(r));
+    bo.communicator = comms->connect(r, bo.device);  // first: NCCL's init waits for every rank
     backends_.at(static_cast<size_t>(r)) = make_backend(options.device, *checkpoint_, bo);
   });
 }
@@ -303,7 +305,19 @@ struct Model::FixedStep {
   std::unique_ptr<StepGraph> graph;
 };
 
-Model::~Model() = default;
+Model::~Model() {
+  if (threads_ == nullptr) return;
+  // Each rank's recorded steps and backend go on its own thread (its device current).
+  try {
+    threads_->run([&](int64_t r) {
+      backend(r).bind_thread();
+      for (auto& [bucket, steps] : decode_steps_)
+        if (static_cast<size_t>(r) < steps.size()) steps[static_cast<size_t>(r)].reset();
+      backends_[static_cast<size_t>(r)].reset();
+    });
+  } catch (...) {  // a destructor does not throw; what is left is freed below on this thread
+  }
+}
 
 int64_t Model::decode_bucket(int64_t n) const {
   const Backend& b = backend();
