@@ -8,8 +8,9 @@
 #   cli    `megamoe generate --devices 2` prints the ids of `--device cuda` (1 GPU) and of
 #          `--device cpu --ranks 2` on tiny-a
 #   bench  `bench decode` at batch 1, 8, 64, 128 and `bench prefill` with --devices 2 (and 1 for
-#          comparison); the stage table's `comm` column is the per-step collective time
-#          (divide by 2 x layers for the per-layer all-reduce time)
+#          comparison); the stage table's `comm` column is the per-step time of the layers'
+#          all-reduces (divide by FLASH_LAYERS for the per-layer communication time, by 2 more
+#          for one all-reduce); the logits all-gather is inside `head`
 # Outputs land in $OUT. Exits non-zero if any stage fails, naming the failed stages last.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}

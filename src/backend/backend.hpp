@@ -125,7 +125,8 @@ struct SampleRequest {
 
 // Where a step's device time goes (bench decode/prefill): the model marks
 // each group of ops with the stage it belongs to.
-// kCollective: the all-reduces and the logits all-gather of a sharded model.
+// kCollective: the per-layer all-reduces of a sharded model (the logits
+// all-gather counts as the head), so comm / layers is the per-layer cost.
 enum class Stage { kMhc, kAttentionProjections, kAttentionCore, kCompressorIndexer, kMoe, kHead, kCollective };
 inline constexpr int kStageCount = 7;
 inline constexpr const char* kStageNames[kStageCount] = {"mhc", "attn_proj", "attn_core", "compress_index", "moe",

@@ -249,7 +249,8 @@ void moe_forward_routed(const MoeWeights& weights, std::span<const float> x_in, 
   MEGAMOE_CHECK(x_in.size() == static_cast<size_t>(T * D) && y.size() == static_cast<size_t>(T * D),
                 "moe_forward: x and y must hold T*D = ", T * D, " values");
   // -1: a slot whose expert another rank holds (expert parallel); it contributes nothing here.
-  for (int32_t e : routing.experts) MEGAMOE_CHECK(e >= -1 && e < E, "moe_forward: routed expert id ", e, " out of range");
+  for (int32_t e : routing.experts)
+    MEGAMOE_CHECK(e >= -1 && e < E, "moe_forward: routed expert id ", e, " out of range");
   const std::vector<float> x = prepared_input(x_in, options);
 
   // Expert weights are visited expert by expert (so that an on-demand loader

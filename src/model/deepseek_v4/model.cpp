@@ -259,9 +259,7 @@ DeviceTensor Model::step_logits(int64_t rank, const StepPlan& step, const Device
   // ranks hold the same logits and sample the same ids from the same draws.
   DeviceTensor part = b.empty(DType::F32, {out_rows, shard.vocab.size()});
   b.linear({0, LinearRole::kLmHead}, h, part);
-  b.stage(Stage::kCollective);
-  b.all_gather_columns(part, logits);
-  b.stage(Stage::kHead);
+  b.all_gather_columns(part, logits);  // timed with the head: the comm stage is the layers' all-reduces
   return logits;
 }
 
