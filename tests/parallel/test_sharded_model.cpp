@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 
+#include "backend/cpu/cpu_backend.hpp"
 #include "core/error.hpp"
 #include "model/deepseek_v4/model.hpp"
 #include "model/tiny_models.hpp"
@@ -133,6 +134,22 @@ INSTANTIATE_TEST_SUITE_P(TinyModels, Sharded,
                          ::testing::Values(Case{"tiny-a", 2}, Case{"tiny-a-nvfp4", 2}, Case{"tiny-a-mxfp4", 2},
                                            Case{"tiny-b", 3}, Case{"tiny-b-fp8", 3}),
                          case_name);
+
+// Experts left in the checkpoint and dequantized on use (the path real
+// Flash/Pro sizes take on the CPU): each rank keeps only its experts' references.
+TEST(ShardedLazyExperts, TwoRanksMatchOneRank) {
+  const auto load_lazy = [](int64_t ranks) {
+    dsv4::ModelOptions options;
+    options.ranks = ranks;
+    options.backend.eager_expert_bytes = 0;
+    return dsv4::Model::load(tiny_model_dir("tiny-a-nvfp4"), options);
+  };
+  const auto whole = load_lazy(1), sharded = load_lazy(2);
+  ASSERT_FALSE(static_cast<cpu::CpuBackend&>(sharded->backend(1)).weights().layers.at(0).moe.expert_refs.empty());
+  const std::vector<int32_t> prompt = random_ids(20, whole->config().vocab_size, 5);
+  dsv4::SequenceState a = whole->new_sequence(), b = sharded->new_sequence();
+  expect_close(sharded->forward(prompt, b), whole->forward(prompt, a), "tiny-a-nvfp4 lazy experts prefill");
+}
 
 std::string load_error(const char* model, int64_t ranks) {
   try {
