@@ -28,6 +28,7 @@
 #include "bench/step_bytes.hpp"
 #include "cli/command.hpp"
 #include "cli/options.hpp"
+#include "cli/rank_options.hpp"
 #include "core/error.hpp"
 #include "model/deepseek_v4/model.hpp"
 
@@ -47,12 +48,14 @@ struct Common {
   std::string model_dir;
   int64_t full_layers = 0;  // projection depth; 0: 43 for Flash widths (D 4096), 61 for Pro (D 7168)
   double hbm_gb = 2.0;      // size of the bandwidth probe
+  cli::RankArgs ranks;      // --devices N: the model split over N GPUs (docs/parallel.md)
 };
 
 void add_common(CLI::App& app, Common& c) {
   app.add_option("--model", c.model_dir, "checkpoint directory (e.g. `megamoe make-synthetic --preset flash`)")
       ->required();
   app.add_option("--full-layers", c.full_layers, "depth of the projected full model (0: 43 Flash / 61 Pro)");
+  cli::add_rank_options(app, c.ranks);
 }
 
 int64_t full_depth(const Common& c, const ModelConfig& config) {
@@ -67,6 +70,7 @@ std::unique_ptr<dsv4::Model> load(const Common& c, int64_t sequences, int64_t co
   options.backend.max_context = context;
   options.backend.max_step_rows = step_rows;
   options.backend.progress = true;
+  cli::apply_rank_args(c.ranks, "cuda", options);  // stage times (the comm stage too) are rank 0's
   const auto t = Clock::now();
   auto model = dsv4::Model::load(c.model_dir, options);
   std::printf("%s: %s, %lld layers, load %.1f s\n", c.model_dir.c_str(), model->backend().describe().c_str(),

@@ -27,6 +27,8 @@
 #include "core/error.hpp"
 #include "core/model_config.hpp"
 #include "core/tensor.hpp"
+#include "parallel/communicator.hpp"
+#include "parallel/shard.hpp"
 
 namespace megamoe {
 
@@ -123,10 +125,12 @@ struct SampleRequest {
 
 // Where a step's device time goes (bench decode/prefill): the model marks
 // each group of ops with the stage it belongs to.
-enum class Stage { kMhc, kAttentionProjections, kAttentionCore, kCompressorIndexer, kMoe, kHead };
-inline constexpr int kStageCount = 6;
+// kCollective: the per-layer all-reduces of a sharded model (the logits
+// all-gather counts as the head), so comm / layers is the per-layer cost.
+enum class Stage { kMhc, kAttentionProjections, kAttentionCore, kCompressorIndexer, kMoe, kHead, kCollective };
+inline constexpr int kStageCount = 7;
 inline constexpr const char* kStageNames[kStageCount] = {"mhc", "attn_proj", "attn_core", "compress_index", "moe",
-                                                         "head"};
+                                                         "head", "comm"};
 struct StageTimes {
   double ms[kStageCount] = {};
 };
@@ -161,6 +165,12 @@ struct BackendOptions {
   // (dequantized on use).
   int64_t eager_expert_bytes = int64_t{4} << 30;
   bool progress = false;  // loading progress on stderr
+  // Sharding (docs/parallel.md): this backend is rank shard.rank of
+  // shard.size and loads only its part of the weights (parallel/shard.hpp);
+  // `communicator` connects the ranks (required when shard.size > 1).
+  ShardSpec shard;
+  std::shared_ptr<Communicator> communicator;
+  int device = 0;  // cuda: the device this backend runs on
 };
 
 class Backend {
@@ -170,6 +180,10 @@ class Backend {
   virtual std::string describe() const = 0;
   virtual const ModelConfig& config() const = 0;
   virtual const BackendOptions& options() const = 0;
+
+  // Makes the calling thread use this backend's device (cuda: cudaSetDevice);
+  // a sharded model calls it at the start of every rank's part of a step.
+  virtual void bind_thread() {}
 
   // ---- memory ----
   virtual DeviceTensor empty(DType dtype, Shape shape) = 0;  // uninitialised
@@ -216,6 +230,12 @@ class Backend {
                          const DeviceTensor& selected, DeviceTensor& out) = 0;
   // The whole MoE block of `layer`: y [T, D] from x [T, D]; ids for hash routing.
   virtual void moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& ids, DeviceTensor& y) = 0;
+  // ---- collectives between the ranks of a sharded model (on one rank: no-op / copy) ----
+  // x [T, D] holds this rank's partial sum; afterwards the sum over ranks, in place.
+  virtual void all_reduce_sum(DeviceTensor& x) = 0;
+  // full [R, V] = every rank's part [R, V_r] (its vocabulary rows of lm_head) side by side, in rank order.
+  virtual void all_gather_columns(const DeviceTensor& part, DeviceTensor& full) = 0;
+
   // Next token per row of logits [R, V].
   virtual std::vector<int32_t> sample(const DeviceTensor& logits, std::span<const SampleRequest> rows) = 0;
 
@@ -270,6 +290,22 @@ inline std::unique_ptr<StepGraph> Backend::record(const std::function<void()>&) 
   MEGAMOE_THROW(describe(), ": recorded steps are not supported");
 }
 inline void Backend::replay(StepGraph&) { MEGAMOE_THROW(describe(), ": recorded steps are not supported"); }
+
+// What the ranks of one process share to connect their communicators: cpu:
+// one ThreadCommunicator group; cuda: one NCCL unique id (ncclCommInitRank).
+class CommunicatorFactory {
+ public:
+  virtual ~CommunicatorFactory() = default;
+  // Rank `rank`'s communicator, on that rank's thread (NCCL's init returns
+  // once every rank has called it, so all ranks must call at once).
+  virtual std::shared_ptr<Communicator> connect(int64_t rank, int device) = 0;
+  // Aborts every connected communicator (a rank failed mid-step).
+  virtual void abort() = 0;
+};
+// One rank per entry of `devices` (cuda: the device ids, each checked to
+// exist before any rank starts, so no rank waits in NCCL's init for one that
+// cannot start; cpu: only the count matters).
+std::unique_ptr<CommunicatorFactory> make_communicator_factory(DeviceKind kind, const std::vector<int>& devices);
 
 // The backend of `kind` over an open checkpoint (kept open by the caller for
 // as long as the backend lives). cuda: throws where CUDA is not built or no

@@ -18,6 +18,7 @@
 
 #include "cli/command.hpp"
 #include "cli/options.hpp"
+#include "cli/rank_options.hpp"
 #include "core/error.hpp"
 #include "core/model_config.hpp"
 #include "model/deepseek_v4/model.hpp"
@@ -37,6 +38,7 @@ struct Args {
   // Numeric values as typed, parsed strictly (cli/options.hpp) after CLI11.
   std::string max_new_tokens, temperature, top_k, top_p, seed;
   megamoe::GenerateOptions options;
+  megamoe::cli::RankArgs ranks;
 };
 
 // Parses the numeric options; their ranges: temperature in [0, 1e6] (0 = greedy),
@@ -102,6 +104,7 @@ std::unique_ptr<megamoe::dsv4::Model> load_model(const Args& a) {
   options.backend.kv_fp8 = a.kv_fp8;
   if (a.w4a4) options.backend.moe_activations = megamoe::MoeActivationFormat::kW4A4;
   options.backend.max_step_rows = a.prefill_chunk;
+  megamoe::cli::apply_rank_args(a.ranks, a.device, options);
   return megamoe::dsv4::Model::load(a.model_dir, options);
 }
 
@@ -181,6 +184,7 @@ int run_generate(int argc, char** argv) {
   Args a;
   app.add_option("--model", a.model_dir, "checkpoint directory (config.json + safetensors)")->required();
   app.add_option("--device", a.device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
+  megamoe::cli::add_rank_options(app, a.ranks);
   app.add_flag("--kv-fp8", a.kv_fp8, "round KV as FP8 storage (the official reference's QAT numerics)");
   app.add_flag("--w4a4", a.w4a4, megamoe::cli::kW4a4Help);
   app.add_flag("--eager", a.eager, "cuda: launch every decode step's kernels instead of replaying its CUDA graph");

@@ -1,5 +1,6 @@
 // `megamoe serve`: the OpenAI-compatible HTTP server (src/server, docs/server.md).
 //   megamoe serve --model DIR [--tokenizer F] [--host 127.0.0.1] [--port 8000] [--device cpu|cuda|auto]
+//                 [--devices N|LIST] [--ranks N]
 //                 [--api-key K] [--max-batch N] [--max-context N] [--max-queue N] [--prefill-chunk N]
 // SIGINT / SIGTERM: stop accepting, let running requests finish (--shutdown-timeout), exit 0.
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/command.hpp"
+#include "cli/rank_options.hpp"
 #include "core/error.hpp"
 #include "core/model_config.hpp"
 #include "model/deepseek_v4/model.hpp"
@@ -28,6 +30,7 @@ struct Args {
   double shutdown_timeout = 30.0;
   bool kv_fp8 = false, quiet = false;
   megamoe::server::ServerOptions server;
+  megamoe::cli::RankArgs ranks;
 };
 
 int run_serve(int argc, char** argv) {
@@ -38,6 +41,7 @@ int run_serve(int argc, char** argv) {
   app.add_option("--host", a.server.host, "address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)");
   app.add_option("--port", a.server.port, "port (default 8000; 0 = any free port)")->check(CLI::Range(0, 65535));
   app.add_option("--device", a.device, "cpu, cuda, or auto (cuda where a GPU is present; the default)");
+  megamoe::cli::add_rank_options(app, a.ranks);
   app.add_option("--api-key", a.server.api_key, "require this key (Authorization: Bearer K, or x-api-key: K)");
   app.add_option("--max-batch", a.server.max_batch, "sequences running at once = state slots (default 4)")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
@@ -76,6 +80,7 @@ int run_serve(int argc, char** argv) {
   options.backend.max_sequences = a.server.max_batch;
   options.backend.kv_fp8 = a.kv_fp8;
   options.backend.progress = true;
+  megamoe::cli::apply_rank_args(a.ranks, a.device, options);
   {
     // The context limit is resolved here so the server can check requests against it.
     const megamoe::ModelConfig config = megamoe::load_model_config(fs::path(a.model_dir) / "config.json");

@@ -5,9 +5,11 @@
 #include "backend/cpu/cpu_backend.hpp"
 #include "core/checkpoint_validation.hpp"
 #include "core/error.hpp"
+#include "parallel/thread_communicator.hpp"
 #ifdef MEGAMOE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.hpp"
 #include "backend/cuda/device.hpp"
+#include "backend/cuda/nccl_communicator.hpp"
 #endif
 
 namespace megamoe {
@@ -26,6 +28,35 @@ DeviceKind parse_device_kind(const std::string& text) {
   return cuda::device_count() > 0 ? DeviceKind::kCuda : DeviceKind::kCpu;
 #else
   return DeviceKind::kCpu;
+#endif
+}
+
+namespace {
+
+class ThreadCommunicatorFactory : public CommunicatorFactory {
+ public:
+  explicit ThreadCommunicatorFactory(int64_t ranks) : comms_(make_thread_communicators(ranks)) {}
+  std::shared_ptr<Communicator> connect(int64_t rank, int) override { return comms_.at(static_cast<size_t>(rank)); }
+  void abort() override { comms_.front()->abort(); }  // one group: aborting one aborts all
+
+ private:
+  std::vector<std::shared_ptr<Communicator>> comms_;
+};
+
+}  // namespace
+
+std::unique_ptr<CommunicatorFactory> make_communicator_factory(DeviceKind kind, const std::vector<int>& devices) {
+  const auto ranks = static_cast<int64_t>(devices.size());
+  if (kind == DeviceKind::kCpu) return std::make_unique<ThreadCommunicatorFactory>(ranks);
+#ifdef MEGAMOE_HAVE_CUDA
+  const int count = cuda::device_count();
+  for (int d : devices)
+    MEGAMOE_CHECK(d >= 0 && d < count, "--devices: device ", d, " does not exist (this machine has ", count,
+                  " CUDA devices)");
+  return cuda::make_nccl_communicator_factory(ranks);
+#else
+  MEGAMOE_THROW("--devices: this build of megamoe has no CUDA backend (built without nvcc); --ranks runs the CPU "
+                "backend over threads");
 #endif
 }
 

@@ -55,6 +55,12 @@ constexpr int64_t kDefaultCpuStepRows = 1024;
 
 BackendOptions with_cpu_defaults(BackendOptions options) {
   if (options.max_step_rows <= 0) options.max_step_rows = kDefaultCpuStepRows;
+  if (options.shard.sharded()) {
+    MEGAMOE_CHECK(options.communicator != nullptr && options.communicator->size() == options.shard.size &&
+                      options.communicator->rank() == options.shard.rank,
+                  "cpu backend: rank ", options.shard.rank, " of ", options.shard.size,
+                  " needs a communicator of that rank and size");
+  }
   return options;
 }
 
@@ -63,7 +69,8 @@ BackendOptions with_cpu_defaults(BackendOptions options) {
 CpuBackend::CpuBackend(const Checkpoint& checkpoint, const BackendOptions& options)
     : config_(checkpoint.config()),
       options_(with_cpu_defaults(options)),
-      weights_(dsv4::load_model_weights(checkpoint, dsv4::LoadOptions{options.eager_expert_bytes})),
+      shard_(shard_layout(config_, options.shard)),
+      weights_(dsv4::load_model_weights(checkpoint, dsv4::LoadOptions{options.eager_expert_bytes, options.shard})),
       rope_main_(config_.rope_main, config_.rope_head_dim),
       rope_compress_(config_.rope_compress, config_.rope_head_dim) {
   if (options_.moe_activations == MoeActivationFormat::kW4A4) {
@@ -204,7 +211,7 @@ void CpuBackend::linear(LinearKey key, const DeviceTensor& x, DeviceTensor& y) {
     return;
   }
   // Grouped output projection: group g (heads g H/G ..) -> o_a[g] -> r_o.
-  const int64_t groups = config_.o_groups, ro = config_.o_lora_rank, group_in = w.dim(1);
+  const int64_t groups = shard_.groups.size(), ro = config_.o_lora_rank, group_in = w.dim(1);
   const int64_t tokens = x.numel() / (groups * group_in);
   check_rows(x, tokens, groups * group_in, "o_a x");
   check_rows(y, tokens, groups * ro, "o_a y");
@@ -311,7 +318,7 @@ void CpuBackend::round_kv(DeviceTensor& kv) {
 void CpuBackend::attention(const StepPlan& step, int64_t layer, const DeviceTensor& q, const DeviceTensor& kv,
                            const DeviceTensor& selected, DeviceTensor& out) {
   const dsv4::AttentionWeights& w = weights_.layers.at(layer).attention;
-  const int64_t heads = config_.num_heads, dh = config_.head_dim, window = config_.sliding_window;
+  const int64_t heads = shard_.heads.size(), dh = config_.head_dim, window = config_.sliding_window;
   const int64_t rate = config_.compress_rates.at(layer), k = config_.index_topk;
   check_rows(q, step.rows(), heads * dh, "attention q");
   check_rows(kv, step.rows(), dh, "attention kv");
@@ -365,13 +372,24 @@ void CpuBackend::moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& i
   mw.gate = span_of(w.gate);
   if (!w.bias.empty()) mw.bias = span_of(w.bias);
   mw.tid2eid = w.tid2eid;
-  if (w.expert_refs.empty()) {
+  const int64_t first = shard_.experts.begin;  // this rank holds experts [first, first + E_local)
+  if (w.expert_refs.empty() && !options_.shard.sharded()) {
     mw.w1 = span_of(w.w1);
     mw.w3 = span_of(w.w3);
     mw.w2 = span_of(w.w2);
+  } else if (w.expert_refs.empty()) {  // the local block, copied out per expert (the router sees all E)
+    mw.load_expert = [&w, first](int64_t e, std::vector<float>& w1, std::vector<float>& w3, std::vector<float>& w2) {
+      const Tensor* src[3] = {&w.w1, &w.w3, &w.w2};
+      std::vector<float>* outs[3] = {&w1, &w3, &w2};
+      for (int i = 0; i < 3; ++i) {
+        const int64_t n = src[i]->numel() / src[i]->dim(0);
+        const float* begin = src[i]->data<float>() + (e - first) * n;
+        outs[i]->assign(begin, begin + n);
+      }
+    };
   } else {
-    mw.load_expert = [&w](int64_t e, std::vector<float>& w1, std::vector<float>& w3, std::vector<float>& w2) {
-      const auto& refs = w.expert_refs.at(static_cast<size_t>(e));
+    mw.load_expert = [&w, first](int64_t e, std::vector<float>& w1, std::vector<float>& w3, std::vector<float>& w2) {
+      const auto& refs = w.expert_refs.at(static_cast<size_t>(e - first));
       std::vector<float>* outs[3] = {&w1, &w3, &w2};
       for (int i = 0; i < 3; ++i) {
         const Tensor t = dequantize_weight(refs[i]);
@@ -379,6 +397,7 @@ void CpuBackend::moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& i
       }
     };
   }
+  mw.dims.shared_intermediate = shard_.shared.size();  // this rank's slice
   if (mw.dims.shared_intermediate > 0) {
     mw.shared_w1 = span_of(w.shared_w1);
     mw.shared_w3 = span_of(w.shared_w3);
@@ -395,7 +414,38 @@ void CpuBackend::moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& i
   const int64_t tokens = ids.numel();
   check_rows(x, tokens, config_.hidden_size, "moe x");
   check_rows(y, tokens, config_.hidden_size, "moe y");
-  moe_forward(mw, span_of(x), {ids.data<int32_t>(), static_cast<size_t>(tokens)}, tokens, span_of(y), options);
+  const std::span<const int32_t> token_ids{ids.data<int32_t>(), static_cast<size_t>(tokens)};
+  Routing routing = moe_route(mw, span_of(x), token_ids, tokens, options);  // every rank routes every token
+  for (int32_t& e : routing.experts)
+    if (!shard_.experts.contains(e)) e = -1;  // another rank's expert: its share arrives in the all-reduce
+  moe_forward_routed(mw, span_of(x), routing, span_of(y), options);
+}
+
+void CpuBackend::all_reduce_sum(DeviceTensor& x) {
+  if (!options_.shard.sharded()) return;
+  options_.communicator->all_reduce_sum(x.data<float>(), static_cast<size_t>(x.numel()), nullptr);
+}
+
+void CpuBackend::all_gather_columns(const DeviceTensor& part, DeviceTensor& full) {
+  const int64_t ranks = options_.shard.size, rows = part.dim(0), width = full.dim(1);
+  check_rows(part, rows, shard_.vocab.size(), "all_gather part");
+  check_rows(full, rows, width, "all_gather full");
+  // Every rank sends a part padded to the widest one; the gather lands rank-major.
+  const int64_t padded = max_shard_size(width, ranks);
+  std::vector<float> send(static_cast<size_t>(rows * padded), 0.f), recv(static_cast<size_t>(ranks * rows * padded));
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(send.data() + r * padded, part.data<float>() + r * part.dim(1), static_cast<size_t>(part.dim(1)) * 4);
+  if (ranks > 1) {
+    options_.communicator->all_gather(send.data(), recv.data(), send.size(), nullptr);
+  } else {
+    recv = send;
+  }
+  for (int64_t k = 0; k < ranks; ++k) {
+    const IndexRange cols = shard_range(width, {k, ranks});
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(full.data<float>() + r * width + cols.begin, recv.data() + (k * rows + r) * padded,
+                  static_cast<size_t>(cols.size()) * 4);
+  }
 }
 
 std::vector<int32_t> CpuBackend::sample(const DeviceTensor& logits, std::span<const SampleRequest> rows) {

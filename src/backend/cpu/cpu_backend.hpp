@@ -4,7 +4,9 @@
 // BackendOptions::emulate_gpu_moe_bf16 it rounds where the GPU's FP4 MoE op
 // rounds, so the CUDA forward can be held to a tight tolerance. W4A4
 // (BackendOptions::moe_activations) runs the MoE reference op with NVFP4
-// activations and the checkpoint's input_scale.
+// activations and the checkpoint's input_scale. Sharded
+// (BackendOptions::shard), it holds one rank's part and its collectives run
+// over a ThreadCommunicator, so CI tests the multi-GPU logic.
 #pragma once
 
 #include <memory>
@@ -58,6 +60,8 @@ class CpuBackend : public Backend {
                  const DeviceTensor& selected, DeviceTensor& out) override;
   void moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& ids, DeviceTensor& y) override;
   std::vector<int32_t> sample(const DeviceTensor& logits, std::span<const SampleRequest> rows) override;
+  void all_reduce_sum(DeviceTensor& x) override;
+  void all_gather_columns(const DeviceTensor& part, DeviceTensor& full) override;
 
  private:
   const Tensor& linear_weight(LinearKey key) const;
@@ -65,6 +69,7 @@ class CpuBackend : public Backend {
 
   ModelConfig config_;
   BackendOptions options_;
+  ShardLayout shard_;  // this rank's heads, groups, experts, shared slice, vocabulary rows
   dsv4::ModelWeights weights_;
   std::vector<ExpertInputScales> input_scales_;  // per layer, W4A4 only
   dsv4::RopeTable rope_main_, rope_compress_;

@@ -254,14 +254,17 @@ void moe_forward_routed(const MoeWeights& weights, std::span<const float> x_in, 
                 "moe_forward: routing does not match T=", T, " k=", k);
   MEGAMOE_CHECK(x_in.size() == static_cast<size_t>(T * D) && y.size() == static_cast<size_t>(T * D),
                 "moe_forward: x and y must hold T*D = ", T * D, " values");
-  for (int32_t e : routing.experts) MEGAMOE_CHECK(e >= 0 && e < E, "moe_forward: routed expert id ", e, " out of range");
+  // -1: a slot whose expert another rank holds (expert parallel); it contributes nothing here.
+  for (int32_t e : routing.experts)
+    MEGAMOE_CHECK(e >= -1 && e < E, "moe_forward: routed expert id ", e, " out of range");
   const std::vector<float> x = prepared_input(x_in, options);
 
   // Expert weights are visited expert by expert (so that an on-demand loader
   // dequantizes each expert once); each (token, slot) result lands in its own
   // row and the rows are summed per token in slot order below.
   std::vector<char> used(E, 0);
-  for (int32_t e : routing.experts) used[e] = 1;
+  for (int32_t e : routing.experts)
+    if (e >= 0) used[e] = 1;
   std::vector<int64_t> active;
   for (int64_t e = 0; e < E; ++e)
     if (used[e]) active.push_back(e);

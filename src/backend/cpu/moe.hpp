@@ -90,7 +90,8 @@ void moe_forward(const MoeWeights& weights, std::span<const float> x, std::span<
                  int64_t tokens, std::span<float> y, const MoeOptions& options = {});
 
 // Same, with routing already decided (e.g. by the GPU) so that a test can
-// compare the expert math alone. routing.experts/weights are [T, k].
+// compare the expert math alone. routing.experts/weights are [T, k]; an
+// expert id of -1 drops its slot (expert parallel: another rank holds it).
 void moe_forward_routed(const MoeWeights& weights, std::span<const float> x, const Routing& routing,
                         std::span<float> y, const MoeOptions& options = {});
 

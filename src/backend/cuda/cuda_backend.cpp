@@ -125,6 +125,7 @@ class CudaBackend : public Backend {
 
   DeviceKind kind() const override { return DeviceKind::kCuda; }
   std::string describe() const override { return describe_; }
+  void bind_thread() override { MEGAMOE_CUDA_CHECK(cudaSetDevice(device_)); }
   const ModelConfig& config() const override { return config_; }
   const BackendOptions& options() const override { return options_; }
 
@@ -605,6 +606,38 @@ class CudaBackend : public Backend {
     return graph;
   }
 
+  // Collectives on this backend's stream (captured into a recorded step with the rest).
+  void all_reduce_sum(DeviceTensor& x) override {
+    if (!options_.shard.sharded()) return;
+    options_.communicator->all_reduce_sum(x.data<float>(), static_cast<size_t>(x.numel()), stream());
+  }
+
+  void all_gather_columns(const DeviceTensor& part, DeviceTensor& full) override {
+    const int64_t ranks = options_.shard.size, rows = part.dim(0), width = full.dim(1), own = part.dim(1);
+    MEGAMOE_CHECK(full.dim(0) == rows && own == shard_range(width, options_.shard).size(), "cuda: all_gather of ",
+                  shape_str(part.shape()), " into ", shape_str(full.shape()));
+    if (ranks == 1) {
+      MEGAMOE_CUDA_CHECK(cudaMemcpyAsync(full.data<float>(), part.data<float>(), static_cast<size_t>(part.numel()) * 4,
+                                         cudaMemcpyDeviceToDevice, stream()));
+      return;
+    }
+    // NCCL gathers equal parts: each rank sends its columns padded to the
+    // widest part; the gathered [ranks, rows, padded] lands rank-major and
+    // strided copies put every part's columns in place.
+    const int64_t padded = max_shard_size(width, ranks);
+    DeviceTensor send = empty(DType::F32, {rows, padded}), recv = empty(DType::F32, {ranks, rows, padded});
+    MEGAMOE_CUDA_CHECK(cudaMemcpy2DAsync(send.data<float>(), padded * 4, part.data<float>(), own * 4, own * 4, rows,
+                                         cudaMemcpyDeviceToDevice, stream()));
+    options_.communicator->all_gather(send.data<float>(), recv.data<float>(), static_cast<size_t>(rows * padded),
+                                      stream());
+    for (int64_t k = 0; k < ranks; ++k) {
+      const IndexRange cols = shard_range(width, {k, ranks});
+      MEGAMOE_CUDA_CHECK(cudaMemcpy2DAsync(full.data<float>() + cols.begin, width * 4,
+                                           recv.data<float>() + k * rows * padded, padded * 4, cols.size() * 4, rows,
+                                           cudaMemcpyDeviceToDevice, stream()));
+    }
+  }
+
   void replay(StepGraph& graph) override {
     auto& g = static_cast<CudaGraph&>(graph);
     MEGAMOE_CUDA_CHECK(cudaGraphLaunch(g.exec, stream()));
@@ -837,6 +870,13 @@ class CudaBackend : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(const Checkpoint& checkpoint, const BackendOptions& options) {
+  MEGAMOE_CHECK(options.device >= 0 && options.device < device_count(), "cuda: device ", options.device,
+                " does not exist (this machine has ", device_count(), ")");
+  // Before the backend's members exist: its stream and buffers belong to the current device.
+  MEGAMOE_CUDA_CHECK(cudaSetDevice(options.device));
+  MEGAMOE_CHECK(!options.shard.sharded(), "cuda: rank ", options.shard.rank, " of ", options.shard.size,
+                ": the CUDA loader does not load a shard of the weights yet (it uploads every head, expert and "
+                "vocabulary row, and the FP4 MoE op computes every expert); docs/parallel.md, 'Status'");
   return std::make_unique<CudaBackend>(checkpoint, options);
 }
 

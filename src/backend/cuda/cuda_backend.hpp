@@ -16,8 +16,8 @@
 
 namespace megamoe::cuda {
 
-// Builds the backend on the current CUDA device; throws with the bytes needed
-// and free when the checkpoint does not fit.
+// Builds the backend on device options.device (made current on the calling
+// thread); throws with the bytes needed and free when the checkpoint does not fit.
 std::unique_ptr<Backend> make_cuda_backend(const Checkpoint& checkpoint, const BackendOptions& options);
 
 }  // namespace megamoe::cuda

@@ -4,11 +4,14 @@
 // RMSNorm -> MoE -> mHC post] -> hc_head -> RMSNorm -> lm_head.
 // A forward runs a batch of sequences, each continuing its own state with any
 // number of new tokens, so full prefill, chunked prefill, one-token decode and
-// mixtures of them in one step share one code path.
+// mixtures of them in one step share one code path. Split over several ranks
+// (ModelOptions::ranks), every rank runs the same forward on its own part of
+// the weights, with the collectives where model.cpp places them.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -17,6 +20,8 @@
 #include "backend/backend.hpp"
 #include "core/checkpoint.hpp"
 #include "model/deepseek_v4/dump.hpp"
+#include "parallel/rank_threads.hpp"
+#include "parallel/shard.hpp"
 
 namespace megamoe::dsv4 {
 
@@ -54,7 +59,12 @@ struct DecodeOptions {
 
 struct ModelOptions {
   DeviceKind device = DeviceKind::kCpu;
-  BackendOptions backend;
+  BackendOptions backend;  // shard, communicator and device are set per rank by the model
+  // Ranks the model is split over (docs/parallel.md), each with its own
+  // backend and thread: cpu: threads over a ThreadCommunicator; cuda: one
+  // device per rank with NCCL between them.
+  int64_t ranks = 1;
+  std::vector<int> devices;  // cuda: each rank's device (empty: 0 .. ranks - 1); when set, ranks = its size
 };
 
 class Model {
@@ -64,7 +74,10 @@ class Model {
   static std::unique_ptr<Model> load(const std::filesystem::path& dir, const ModelOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
-  Backend& backend() const { return *backend_; }
+  Backend& backend() const { return *backends_.front(); }  // rank 0's
+  Backend& backend(int64_t rank) const { return *backends_.at(static_cast<size_t>(rank)); }
+  int64_t ranks() const { return static_cast<int64_t>(backends_.size()); }
+  // A sequence's state on every rank (one backend cache per rank).
   SequenceState new_sequence() const;
 
   // Runs every sequence's ids at positions state.position .. + T_i - 1 in one
@@ -93,19 +106,28 @@ class Model {
   struct FixedStep;
   // Validates a step's inputs before any state changes (ids, context, duplicates).
   std::vector<StepSequence> check_inputs(std::span<const SequenceInput> inputs) const;
-  // Every layer and the head over a planned step: logits [head_rows, V] on the device.
-  DeviceTensor step_logits(const StepPlan& step, const DeviceTensor& ids, std::span<const int64_t> head_rows,
-                           const DumpFn* dump_fn) const;
-  void attention_block(const StepPlan& step, int64_t l, const DeviceTensor& x, DeviceTensor& out,
+  // Every layer and the head over a planned step on rank `rank`'s backend:
+  // logits [head_rows, V] on the device (identical on every rank).
+  DeviceTensor step_logits(int64_t rank, const StepPlan& step, const DeviceTensor& ids,
+                           std::span<const int64_t> head_rows, const DumpFn* dump_fn) const;
+  void attention_block(int64_t rank, const StepPlan& step, int64_t l, const DeviceTensor& x, DeviceTensor& out,
                        const DumpFn* dump_fn) const;
   // Throws when a sequence would reach `end` tokens past the model's or the backend's limit.
   void check_context(int64_t end) const;
-  void dump(const DumpFn* fn, const std::string& name, const DeviceTensor& t) const;
+  void dump(Backend& b, const DumpFn* fn, const std::string& name, const DeviceTensor& t) const;
+  // Runs body(rank) on every rank at once (on the caller's thread when there is one rank).
+  void on_every_rank(const std::function<void(int64_t rank)>& body) const;
+  // The step's sequences with rank `rank`'s caches.
+  std::vector<StepSequence> for_rank(std::vector<StepSequence> seqs, int64_t rank) const;
 
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelConfig config_;
-  std::unique_ptr<Backend> backend_;
-  mutable std::map<int64_t, std::unique_ptr<FixedStep>> decode_steps_;  // recorded decode per bucket
+  std::vector<ShardLayout> layouts_;                 // per rank: what it holds
+  std::vector<std::unique_ptr<Backend>> backends_;   // per rank
+  std::unique_ptr<CommunicatorFactory> communicators_;  // when there are several ranks (aborts them on a failure)
+  std::unique_ptr<RankThreads> threads_;             // per rank, when there are several
+  // Recorded decode per bucket, one fixed step per rank.
+  mutable std::map<int64_t, std::vector<std::unique_ptr<FixedStep>>> decode_steps_;
 };
 
 }  // namespace megamoe::dsv4

@@ -13,10 +13,36 @@ namespace {
 using cpu::dequantize_weight;
 using cpu::to_f32;
 
+// Rows [range) of a [rows, cols] (or [rows]) tensor.
+Tensor slice_rows(const Tensor& t, IndexRange range) {
+  const int64_t cols = t.numel() / t.dim(0);
+  Shape shape = t.shape();
+  shape[0] = range.size();
+  Tensor out(DType::F32, shape);
+  std::memcpy(out.data<float>(), t.data<float>() + range.begin * cols, static_cast<size_t>(range.size() * cols) * 4);
+  return out;
+}
+
+// Columns [range) of a [rows, cols] tensor.
+Tensor slice_cols(const Tensor& t, IndexRange range) {
+  const int64_t rows = t.dim(0), cols = t.dim(1);
+  Tensor out(DType::F32, {rows, range.size()});
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(out.data<float>() + r * range.size(), t.data<float>() + r * cols + range.begin,
+                static_cast<size_t>(range.size()) * 4);
+  return out;
+}
+
+IndexRange scaled(IndexRange r, int64_t factor) { return {r.begin * factor, r.end * factor}; }
+
 struct Loader {
   const Checkpoint& ckpt;
   const ModelConfig& cfg;
   bool lazy_experts = false;
+  ShardLayout shard;
+  bool sharded() const { return shard.shard.sharded(); }
+  Tensor rows(Tensor t, IndexRange range) const { return sharded() ? slice_rows(t, range) : t; }
+  Tensor cols(Tensor t, IndexRange range) const { return sharded() ? slice_cols(t, range) : t; }
 
   Tensor dense(const std::string& name, const Shape& shape) const { return to_f32(ckpt.get(name, shape)); }
   Tensor linear(const std::string& prefix, int64_t out, int64_t in) const {
@@ -48,14 +74,15 @@ struct Loader {
     const int64_t g = cfg.o_groups, ro = cfg.o_lora_rank;
     MEGAMOE_CHECK(g > 0 && h % g == 0, "config: num_attention_heads ", h, " is not a multiple of o_groups ", g);
     AttentionWeights w;
-    w.sinks = dense(prefix + "sinks", {h});
+    // This rank's heads and the output-projection groups they feed.
+    w.sinks = rows(dense(prefix + "sinks", {h}), shard.heads);
     w.q_a_proj = linear(prefix + "q_a_proj", rq, d);
     w.q_a_norm = dense(prefix + "q_a_norm.weight", {rq});
-    w.q_b_proj = linear(prefix + "q_b_proj", h * dh, rq);
+    w.q_b_proj = rows(linear(prefix + "q_b_proj", h * dh, rq), scaled(shard.heads, dh));
     w.kv_proj = linear(prefix + "kv_proj", dh, d);
     w.kv_norm = dense(prefix + "kv_norm.weight", {dh});
-    w.o_a_proj = linear(prefix + "o_a_proj", g * ro, h * dh / g);
-    w.o_b_proj = linear(prefix + "o_b_proj", d, g * ro);
+    w.o_a_proj = rows(linear(prefix + "o_a_proj", g * ro, h * dh / g), scaled(shard.groups, ro));
+    w.o_b_proj = cols(linear(prefix + "o_b_proj", d, g * ro), scaled(shard.groups, ro));
     if (type != AttentionType::kSliding) {
       const bool csa = type == AttentionType::kCompressedSparse;
       w.compressor = compressor(prefix + "compressor.", rate, dh, csa);
@@ -72,16 +99,16 @@ struct Loader {
     return w;
   }
 
-  // Routed experts stacked as [E, rows, cols] fp32.
+  // This rank's routed experts stacked as [E_local, rows, cols] fp32.
   Tensor stack_experts(int64_t layer, const std::string& which, int64_t rows, int64_t cols) const {
-    const int64_t e_count = cfg.n_routed_experts;
-    Tensor out(DType::F32, {e_count, rows, cols});
-    for (int64_t e = 0; e < e_count; ++e) {
+    const IndexRange experts = shard.experts;
+    Tensor out(DType::F32, {experts.size(), rows, cols});
+    for (int64_t e = experts.begin; e < experts.end; ++e) {
       const WeightRef ref = ckpt.expert_weight(layer, e, which);
       MEGAMOE_CHECK(ref.out == rows && ref.in == cols, "expert ", e, " ", which, " of layer ", layer, " is [",
                     ref.out, ", ", ref.in, "]: expected [", rows, ", ", cols, "]");
       const Tensor w = dequantize_weight(ref);
-      std::memcpy(out.data<float>() + e * rows * cols, w.raw(), w.nbytes());
+      std::memcpy(out.data<float>() + (e - experts.begin) * rows * cols, w.raw(), w.nbytes());
     }
     return out;
   }
@@ -98,7 +125,7 @@ struct Loader {
       w.bias = dense(prefix + "gate.e_score_correction_bias", {e});
     }
     if (lazy_experts) {
-      for (int64_t ex = 0; ex < e; ++ex) {
+      for (int64_t ex = shard.experts.begin; ex < shard.experts.end; ++ex) {
         std::array<WeightRef, 3> refs = {ckpt.expert_weight(layer, ex, "gate_proj"),
                                          ckpt.expert_weight(layer, ex, "up_proj"),
                                          ckpt.expert_weight(layer, ex, "down_proj")};
@@ -116,9 +143,10 @@ struct Loader {
       w.w2 = stack_experts(layer, "down_proj", d, inter);
     }
     if (shared > 0) {
-      w.shared_w1 = linear(prefix + "shared_experts.gate_proj", shared, d);
-      w.shared_w3 = linear(prefix + "shared_experts.up_proj", shared, d);
-      w.shared_w2 = linear(prefix + "shared_experts.down_proj", d, shared);
+      // This rank's slice of the intermediate dimension: gate/up rows, down columns.
+      w.shared_w1 = rows(linear(prefix + "shared_experts.gate_proj", shared, d), shard.shared);
+      w.shared_w3 = rows(linear(prefix + "shared_experts.up_proj", shared, d), shard.shared);
+      w.shared_w2 = cols(linear(prefix + "shared_experts.down_proj", d, shared), shard.shared);
     }
     return w;
   }
@@ -128,10 +156,11 @@ struct Loader {
 
 ModelWeights load_model_weights(const Checkpoint& checkpoint, const LoadOptions& options) {
   const ModelConfig& cfg = checkpoint.config();
+  const ShardLayout shard = shard_layout(cfg, options.shard);
   const double expert_bytes = 3.0 * 4.0 * static_cast<double>(cfg.num_layers) *
-                              static_cast<double>(cfg.n_routed_experts) *
+                              static_cast<double>(shard.experts.size()) *
                               static_cast<double>(cfg.moe_intermediate_size) * static_cast<double>(cfg.hidden_size);
-  const Loader load{checkpoint, cfg, expert_bytes > static_cast<double>(options.eager_expert_bytes)};
+  const Loader load{checkpoint, cfg, expert_bytes > static_cast<double>(options.eager_expert_bytes), shard};
   const int64_t d = cfg.hidden_size, v = cfg.vocab_size, nc = cfg.hc_mult;
   MEGAMOE_CHECK(cfg.scoring_func == "sqrtsoftplus", "config: scoring_func '", cfg.scoring_func,
                 "' is not supported (only sqrtsoftplus)");
@@ -140,7 +169,7 @@ ModelWeights load_model_weights(const Checkpoint& checkpoint, const LoadOptions&
   w.hc_head = {load.dense("model.hc_head.hc_fn", {nc, nc * d}), load.dense("model.hc_head.hc_base", {nc}),
                load.dense("model.hc_head.hc_scale", {1})};
   w.norm = load.dense("model.norm.weight", {d});
-  w.lm_head = load.linear("lm_head", v, d);
+  w.lm_head = load.rows(load.linear("lm_head", v, d), shard.vocab);  // this rank's vocabulary rows
   const int64_t mix = (2 + nc) * nc;
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
     const std::string prefix = "model.layers." + std::to_string(l) + ".";

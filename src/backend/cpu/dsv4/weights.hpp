@@ -13,6 +13,7 @@
 #include "core/checkpoint.hpp"
 #include "core/model_config.hpp"
 #include "core/tensor.hpp"
+#include "parallel/shard.hpp"
 
 namespace megamoe::dsv4 {
 
@@ -90,10 +91,14 @@ struct LoadOptions {
   // in this many bytes; beyond it they stay in the checkpoint and are
   // dequantized when a token routes to them (real Flash/Pro sizes).
   int64_t eager_expert_bytes = int64_t{4} << 30;
+  // Only this rank's part (parallel/shard.hpp): sinks and q_b rows of its
+  // heads, o_a rows and o_b columns of its groups, its routed experts (index
+  // e - experts.begin), its shared-expert slice and its lm_head rows.
+  ShardSpec shard;
 };
 
-// Loads every parameter the config needs; a missing tensor or a wrong shape
-// throws naming the tensor and the checkpoint.
+// Loads every parameter the config needs (of options.shard's part); a missing
+// tensor or a wrong shape throws naming the tensor and the checkpoint.
 ModelWeights load_model_weights(const Checkpoint& checkpoint, const LoadOptions& options = {});
 
 }  // namespace megamoe::dsv4
