@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <string>
 
+#include "cli_run.hpp"
 #include "model/tiny_models.hpp"
 
 namespace megamoe {
@@ -21,20 +22,8 @@ struct Result {
 };
 
 Result run(const std::string& args) {
-  const std::string err_path = ::testing::TempDir() + "megamoe_rank_cli.err";
-  const std::string cmd = std::string(MEGAMOE_BINARY_PATH) + " " + args + " 2>" + err_path;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  std::array<char, 512> buf;
-  while (fgets(buf.data(), buf.size(), pipe) != nullptr) out += buf.data();
-  const int status = pclose(pipe);
-  std::string err;
-  if (FILE* f = std::fopen(err_path.c_str(), "r")) {
-    while (fgets(buf.data(), buf.size(), f) != nullptr) err += buf.data();
-    std::fclose(f);
-  }
-  return {WEXITSTATUS(status), out, err};
+  const testing::CliRun r = testing::run_megamoe(args);
+  return {r.code, r.out, r.err};
 }
 
 std::string generate(const char* model, const std::string& extra) {

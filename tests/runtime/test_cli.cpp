@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/npy.hpp"
+#include "cli_run.hpp"
 #include "model/tiny_models.hpp"
 
 namespace megamoe {
@@ -31,14 +32,8 @@ struct Result {
 };
 
 Result run(const std::string& args) {
-  const std::string cmd = std::string(MEGAMOE_BINARY_PATH) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  std::array<char, 512> buf;
-  while (fgets(buf.data(), buf.size(), pipe) != nullptr) out += buf.data();
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
+  const testing::CliRun r = testing::run_megamoe_merged(args);
+  return {r.code, r.out};
 }
 
 std::string ids_arg(const std::vector<int32_t>& ids) {

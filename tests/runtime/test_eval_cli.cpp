@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_run.hpp"
 #include "model/tiny_models.hpp"
 
 namespace megamoe {
@@ -30,13 +31,8 @@ struct Result {
 };
 
 Result run(const std::string& args) {
-  const std::string cmd = std::string(MEGAMOE_BINARY_PATH) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  std::array<char, 512> buf;
-  while (fgets(buf.data(), buf.size(), pipe) != nullptr) out += buf.data();
-  return {WEXITSTATUS(pclose(pipe)), out};
+  const testing::CliRun r = testing::run_megamoe_merged(args);
+  return {r.code, r.out};
 }
 
 const std::string kDemo = (fs::path(MEGAMOE_TEST_DATA_DIR) / ".." / ".." / "models" / "demo").string();

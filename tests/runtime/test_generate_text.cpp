@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_run.hpp"
 #include "core/error.hpp"
 #include "runtime/text_generation.hpp"
 #include "runtime/token_ids.hpp"
@@ -52,25 +53,8 @@ const text::Tokenizer& tiny_tokenizer() {
   return t;
 }
 
-struct CliRun {
-  int code;
-  std::string out, err;
-};
-
-// The megamoe binary with `args` (already shell-quoted), stdout and stderr apart.
-CliRun run_megamoe(const std::string& args) {
-  const auto err_path = std::filesystem::temp_directory_path() / ("megamoe_gen_text_err_" + std::to_string(::getpid()));
-  const std::string cmd = std::string(MEGAMOE_BINARY_PATH) + " " + args + " 2> " + err_path.string();
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
-  const int status = ::pclose(pipe);
-  CliRun r{WEXITSTATUS(status), out, slurp(err_path.string())};
-  std::filesystem::remove(err_path);
-  return r;
-}
+using testing::CliRun;
+using testing::run_megamoe;
 
 // Single-quoted for the shell (bytes kept as they are).
 std::string shell_quoted(const std::string& s) {
