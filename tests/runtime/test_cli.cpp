@@ -26,15 +26,8 @@
 namespace megamoe {
 namespace {
 
-struct Result {
-  int code;
-  std::string output;  // stdout + stderr
-};
-
-Result run(const std::string& args) {
-  const testing::CliRun r = testing::run_megamoe_merged(args);
-  return {r.code, r.out};
-}
+using Result = testing::CliRun;  // stdout and stderr merged in `out`
+Result run(const std::string& args) { return testing::run_megamoe_merged(args); }
 
 std::string ids_arg(const std::vector<int32_t>& ids) {
   std::string s;
@@ -51,7 +44,7 @@ TEST(Cli, LogitsWritesGoldenMatchingNpyInEveryMode) {
     const auto out = std::filesystem::temp_directory_path() / "megamoe-cpu-engine-cli.npy";
     const Result r = run("logits --model " + kTinyA + " --ids " + ids_arg(ids) + " --out " + out.string() +
                          " --mode " + mode);
-    ASSERT_EQ(r.code, 0) << r.output;
+    ASSERT_EQ(r.code, 0) << r.out;
     const NpyArray got = read_npy_f32(out);
     EXPECT_EQ(got.shape, golden.shape);
     // Measured 1.32e-6 relative in all three modes (as tests/model/test_goldens.cpp); was 1e-4.
@@ -80,7 +73,7 @@ TEST(Cli, LogitsDumpsActivations) {
   std::filesystem::remove_all(dir);
   const Result r = run("logits --model " + kTinyA + " --ids 1,2,3,4,5 --out " + (dir / "l.npy").string() +
                        " --dump-dir " + dir.string());
-  ASSERT_EQ(r.code, 0) << r.output;
+  ASSERT_EQ(r.code, 0) << r.out;
   const NpyArray q = read_npy_f32(dir / "layers.1.attn.q.npy");
   EXPECT_EQ(q.shape, (Shape{5, 4, 32}));
   EXPECT_TRUE(std::filesystem::exists(dir / "layers.4.streams.npy"));
@@ -89,14 +82,14 @@ TEST(Cli, LogitsDumpsActivations) {
 TEST(Cli, GenerateGreedyIsDeterministicAndSamplingFollowsTheSeed) {
   const std::string base = "generate --model " + kTinyA + " --ids 0,5,7 --max-new-tokens 16 --ignore-eos";
   const Result a = run(base), b = run(base);
-  ASSERT_EQ(a.code, 0) << a.output;
-  EXPECT_EQ(a.output, b.output);
-  EXPECT_EQ(std::count(a.output.begin(), a.output.end(), ','), 15) << a.output;
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(std::count(a.out.begin(), a.out.end(), ','), 15) << a.out;
   const std::string sampled = base + " --temperature 1.5 --top-k 50 --top-p 0.95";
   const Result s1 = run(sampled + " --seed 1"), s2 = run(sampled + " --seed 1"), s3 = run(sampled + " --seed 2");
-  ASSERT_EQ(s1.code, 0) << s1.output;
-  EXPECT_EQ(s1.output, s2.output);
-  EXPECT_NE(s1.output, s3.output);
+  ASSERT_EQ(s1.code, 0) << s1.out;
+  EXPECT_EQ(s1.out, s2.out);
+  EXPECT_NE(s1.out, s3.out);
 }
 
 TEST(Cli, BadInputFailsWithAClearMessage) {
@@ -114,8 +107,8 @@ TEST(Cli, BadInputFailsWithAClearMessage) {
   };
   for (const Case& c : cases) {
     const Result r = run(c.args);
-    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.output;
-    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
+    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.needle), std::string::npos) << c.args << "\n" << r.out;
   }
 }
 
@@ -150,10 +143,10 @@ TEST(Cli, OptionErrorsExitOneWithOneLine) {
   };
   for (const Case& c : cases) {
     const Result r = run(c.args);
-    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.output;
-    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
-    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << "one line: " << c.args << "\n" << r.output;
-    EXPECT_EQ(r.output.find(std::string(40, '9')), std::string::npos) << "no 300-digit numbers: " << r.output;
+    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.needle), std::string::npos) << c.args << "\n" << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "one line: " << c.args << "\n" << r.out;
+    EXPECT_EQ(r.out.find(std::string(40, '9')), std::string::npos) << "no 300-digit numbers: " << r.out;
   }
   EXPECT_EQ(run("generate --help").code, 0);
   EXPECT_EQ(run("generate --seed 18446744073709551615 --model " + kTinyA + " --ids 1 --max-new-tokens 1").code, 0);
@@ -163,17 +156,17 @@ TEST(Cli, MaxNewTokensMustFitTheContextBeforeAnyWork) {
   // tiny-b: max_position_embeddings 128.
   const std::string model = testing::tiny_model_dir("tiny-b").string();
   Result r = run("generate --model " + model + " --ids 1,2,3 --max-new-tokens 126 --ignore-eos");
-  EXPECT_EQ(r.code, 1) << r.output;
-  EXPECT_NE(r.output.find("--max-new-tokens 126 does not fit: the prompt has 3 tokens and "), std::string::npos)
-      << r.output;
-  EXPECT_NE(r.output.find("max_position_embeddings = 128 allows 125 more"), std::string::npos) << r.output;
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--max-new-tokens 126 does not fit: the prompt has 3 tokens and "), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("max_position_embeddings = 128 allows 125 more"), std::string::npos) << r.out;
   r = run("generate --model " + model + " --ids 1,2,3 --max-new-tokens 125 --ignore-eos");
-  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.code, 0) << r.out;
   std::string many;
   for (int i = 0; i < 129; ++i) many += (i ? "," : "") + std::to_string(i % 7);
   r = run("logits --model " + model + " --ids " + many + " --out /tmp/megamoe-ctx.npy");
-  EXPECT_EQ(r.code, 1) << r.output;
-  EXPECT_NE(r.output.find("the 129 token ids exceed"), std::string::npos) << r.output;
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("the 129 token ids exceed"), std::string::npos) << r.out;
 }
 
 TEST(Cli, IdsFromAFileOrStdin) {
@@ -181,21 +174,21 @@ TEST(Cli, IdsFromAFileOrStdin) {
   std::ofstream(file) << "0, 5\n7\n";
   const std::string base = "generate --model " + kTinyA + " --max-new-tokens 6 --ignore-eos";
   const Result by_arg = run(base + " --ids 0,5,7");
-  ASSERT_EQ(by_arg.code, 0) << by_arg.output;
+  ASSERT_EQ(by_arg.code, 0) << by_arg.out;
   const Result by_file = run(base + " --ids-file " + file.string());
-  EXPECT_EQ(by_file.code, 0) << by_file.output;
-  EXPECT_EQ(by_file.output, by_arg.output);
+  EXPECT_EQ(by_file.code, 0) << by_file.out;
+  EXPECT_EQ(by_file.out, by_arg.out);
   const Result by_stdin = run(base + " --ids-file - < " + file.string());
-  EXPECT_EQ(by_stdin.output, by_arg.output);
+  EXPECT_EQ(by_stdin.out, by_arg.out);
   const auto out = std::filesystem::temp_directory_path() / "megamoe-ids-file.npy";
   EXPECT_EQ(run("logits --model " + kTinyA + " --ids-file " + file.string() + " --out " + out.string()).code, 0);
   EXPECT_EQ(read_npy_f32(out).shape, (Shape{3, 128}));
   const Result both = run(base + " --ids 1 --ids-file " + file.string());
   EXPECT_EQ(both.code, 1);
-  EXPECT_NE(both.output.find("--ids and --ids-file cannot be combined"), std::string::npos) << both.output;
+  EXPECT_NE(both.out.find("--ids and --ids-file cannot be combined"), std::string::npos) << both.out;
   const Result dir = run(base + " --ids-file /tmp");
   EXPECT_EQ(dir.code, 1);
-  EXPECT_NE(dir.output.find("/tmp: not a regular file (a directory)"), std::string::npos) << dir.output;
+  EXPECT_NE(dir.out.find("/tmp: not a regular file (a directory)"), std::string::npos) << dir.out;
 }
 
 // Issue 14: a NaN in a weight ran to exit 0 (greedy printed token 0 forever); the
@@ -227,9 +220,9 @@ TEST(Cli, NonFiniteWeightsAreRefusedNamingTheTensor) {
   for (const std::string& command : {"generate --device cpu --model " + dir.string() + " --ids 1,2 --max-new-tokens 4",
                                      "inspect " + dir.string()}) {
     const Result r = run(command);
-    EXPECT_EQ(r.code, 1) << command << "\n" << r.output;
-    EXPECT_NE(r.output.find("tensor '" + name + "': non-finite value (NaN or Inf) at element 0"), std::string::npos)
-        << r.output;
+    EXPECT_EQ(r.code, 1) << command << "\n" << r.out;
+    EXPECT_NE(r.out.find("tensor '" + name + "': non-finite value (NaN or Inf) at element 0"), std::string::npos)
+        << r.out;
   }
   std::filesystem::remove_all(dir);
 }

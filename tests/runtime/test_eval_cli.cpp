@@ -25,15 +25,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code;
-  std::string output;  // stdout + stderr
-};
-
-Result run(const std::string& args) {
-  const testing::CliRun r = testing::run_megamoe_merged(args);
-  return {r.code, r.out};
-}
+using Result = testing::CliRun;  // stdout and stderr merged in `out`
+Result run(const std::string& args) { return testing::run_megamoe_merged(args); }
 
 const std::string kDemo = (fs::path(MEGAMOE_TEST_DATA_DIR) / ".." / ".." / "models" / "demo").string();
 const std::string kTinyA = testing::tiny_model_dir("tiny-a").string();
@@ -65,8 +58,8 @@ TEST(EvalCli, GoldenWindowsGiveTransformersPerplexity) {
   const fs::path ids_file = temp_file("ids.txt", ids), json = temp_file("out.json", "");
   const Result r = run("eval --model " + kDemo + " --ids-file " + ids_file.string() + " --device cpu --batch 2 " +
                        "--reference " + kDemo + " --json " + json.string());
-  ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_NE(r.output.find("ppl"), std::string::npos) << r.output;
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("ppl"), std::string::npos) << r.out;
   const nlohmann::json j = read_json(json);
   EXPECT_EQ(j["windows"], 2);
   EXPECT_EQ(j["tokens_scored"], 2 * 255);
@@ -86,7 +79,7 @@ TEST(EvalCli, TextIsTokenizedIntoDocuments) {
   const fs::path json = temp_file("text.json", "");
   const Result r = run("eval --model " + kTinyText + " --tokenizer " + kTinyTokenizer + " --text " + text.string() +
                        " --window 4 --max-windows 2 --device cpu --json " + json.string());
-  ASSERT_EQ(r.code, 0) << r.output;
+  ASSERT_EQ(r.code, 0) << r.out;
   const nlohmann::json j = read_json(json);
   EXPECT_EQ(j["windows"], 2);
   EXPECT_EQ(j["tokens_scored"], 2 * 3);
@@ -128,9 +121,9 @@ TEST(EvalCli, BadInputsAreNamed) {
   };
   for (const BadCase& c : cases) {
     const Result r = run(c.args);
-    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.output;
-    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.args << "\n" << r.output;
-    EXPECT_NE(r.output.find("megamoe eval: error: "), std::string::npos) << r.output;
+    EXPECT_EQ(r.code, 1) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find(c.needle), std::string::npos) << c.args << "\n" << r.out;
+    EXPECT_NE(r.out.find("megamoe eval: error: "), std::string::npos) << r.out;
   }
 }
 
@@ -140,12 +133,12 @@ TEST(W4a4Cli, NonNvfp4ExpertsAreRefused) {
   for (const std::string& args : {"logits --device cpu --w4a4 --model " + mxfp4 + " --ids 1,2,3 --out " + out,
                                   "generate --device cpu --w4a4 --model " + kTinyA + " --ids 1,2,3"}) {
     const Result r = run(args);
-    EXPECT_EQ(r.code, 1) << args << "\n" << r.output;
-    EXPECT_NE(r.output.find("W4A4 needs NVFP4 routed experts"), std::string::npos) << r.output;
+    EXPECT_EQ(r.code, 1) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find("W4A4 needs NVFP4 routed experts"), std::string::npos) << r.out;
   }
   const Result ok = run("logits --device cpu --w4a4 --model " + testing::tiny_model_dir("tiny-a-nvfp4").string() +
                         " --ids 1,2,3 --out " + out);
-  EXPECT_EQ(ok.code, 0) << ok.output;
+  EXPECT_EQ(ok.code, 0) << ok.out;
 }
 
 }  // namespace
