@@ -32,13 +32,8 @@ LayerRouter load_router(const Checkpoint& ckpt, int64_t layer) {
   } else {
     r.bias = cpu::to_f32(ckpt.get(prefix + "gate.e_score_correction_bias", {c.n_routed_experts}));
   }
-  cpu::MoeDims& d = r.weights.dims;
-  d.hidden = c.hidden_size;
-  d.intermediate = c.moe_intermediate_size;
-  d.n_experts = c.n_routed_experts;
-  d.top_k = c.num_experts_per_tok;
-  d.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
-  d.swiglu_limit = static_cast<float>(c.swiglu_limit);
+  r.weights.dims = cpu::moe_dims(c);
+  r.weights.dims.shared_intermediate = 0;  // routing reads no shared expert (it is not quantized)
   r.weights.gate = {r.gate.data<float>(), static_cast<size_t>(r.gate.numel())};
   if (!r.bias.empty()) r.weights.bias = {r.bias.data<float>(), static_cast<size_t>(r.bias.numel())};
   r.weights.tid2eid = r.tid2eid;
@@ -47,22 +42,6 @@ LayerRouter load_router(const Checkpoint& ckpt, int64_t layer) {
     MEGAMOE_THROW("calibration: the router does not load experts");
   };
   return r;
-}
-
-// The reference's clamped SwiGLU (dsv4-architecture.md §5.6): gate clamped
-// above at the limit, up clamped to [-limit, limit].
-float clamped_swiglu(float gate, float up, float limit) {
-  if (limit > 0.0f) {
-    gate = std::min(gate, limit);
-    up = std::clamp(up, -limit, limit);
-  }
-  return gate / (1.0f + std::exp(-gate)) * up;
-}
-
-float dot(const float* a, const float* b, int64_t n) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
 }
 
 // Updates one layer's amaxes from its MoE input x [T, D] of one window.
@@ -77,14 +56,15 @@ void observe_layer(const Checkpoint& ckpt, int64_t layer, const LayerRouter& rou
   for (const auto& [e, rows] : rows_of) {
     const Tensor w1 = cpu::dequantize_weight(ckpt.expert_weight(layer, e, "gate_proj"));
     const Tensor w3 = cpu::dequantize_weight(ckpt.expert_weight(layer, e, "up_proj"));
+    const std::span<const float> w1s{w1.data<float>(), static_cast<size_t>(w1.numel())};
+    const std::span<const float> w3s{w3.data<float>(), static_cast<size_t>(w3.numel())};
+    std::vector<float> h(static_cast<size_t>(inter));
     for (int64_t t : rows) {
       const float* xt = x.data() + t * d;
       for (int64_t i = 0; i < d; ++i) amax.input[e] = std::max(amax.input[e], std::fabs(xt[i]));
-      for (int64_t n = 0; n < inter; ++n) {
-        const float h = clamped_swiglu(dot(w1.data<float>() + n * d, xt, d), dot(w3.data<float>() + n * d, xt, d),
-                                       router.weights.dims.swiglu_limit);
-        amax.hidden[e] = std::max(amax.hidden[e], std::fabs(h));
-      }
+      // The reference's hidden, without the routing weight (weight 1, no bf16 rounding).
+      cpu::expert_hidden(w1s, w3s, d, inter, xt, 1.0f, router.weights.dims.swiglu_limit, false, h.data());
+      for (float v : h) amax.hidden[e] = std::max(amax.hidden[e], std::fabs(v));
     }
     amax.tokens[e] += static_cast<int64_t>(rows.size());
   }
@@ -108,20 +88,19 @@ void apply_fallback(int64_t layer, LayerActivationAmax& amax) {
 
 }  // namespace
 
-std::vector<LayerActivationAmax> calibrate_expert_activations(const std::filesystem::path& checkpoint_dir,
+std::vector<LayerActivationAmax> calibrate_expert_activations(const Checkpoint& ckpt,
                                                               std::span<const std::vector<int32_t>> windows,
                                                               DeviceKind device) {
   MEGAMOE_CHECK(!windows.empty(), "calibration: no calibration windows");
   dsv4::ModelOptions options;
   options.device = device;
   options.backend.max_sequences = 1;
-  const auto model = dsv4::Model::load(checkpoint_dir, options);
-  const auto ckpt = Checkpoint::open(checkpoint_dir);  // the router and experts in fp32, read here
-  const ModelConfig& c = ckpt->config();
+  const auto model = dsv4::Model::load(ckpt.dir(), options);
+  const ModelConfig& c = ckpt.config();
   std::vector<LayerRouter> routers;
   std::vector<LayerActivationAmax> amax(static_cast<size_t>(c.num_layers));
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    routers.push_back(load_router(*ckpt, l));
+    routers.push_back(load_router(ckpt, l));
     amax[l] = {std::vector<float>(c.n_routed_experts, 0.0f), std::vector<float>(c.n_routed_experts, 0.0f),
                std::vector<int64_t>(c.n_routed_experts, 0)};
   }
@@ -135,7 +114,7 @@ std::vector<LayerActivationAmax> calibrate_expert_activations(const std::filesys
       if (!name.starts_with("layers.") || !name.ends_with(kSuffix)) return;
       const int64_t l = std::stoll(name.substr(7, name.size() - 7 - kSuffix.size()));
       const auto rows = static_cast<size_t>(shape.at(0));
-      observe_layer(*ckpt, l, routers[l], values, std::span(ids).subspan(chunk_begin, rows), amax[l]);
+      observe_layer(ckpt, l, routers[l], values, std::span(ids).subspan(chunk_begin, rows), amax[l]);
       if (l + 1 == c.num_layers) chunk_begin += rows;
     };
     dsv4::SequenceState state = model->new_sequence();

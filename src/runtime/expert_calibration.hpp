@@ -13,11 +13,11 @@
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
 #include <span>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "core/checkpoint.hpp"
 
 namespace megamoe {
 
@@ -27,8 +27,10 @@ struct LayerActivationAmax {
   std::vector<int64_t> tokens;  // [E] routed tokens seen (0: the fallback was used)
 };
 
-// One entry per decoder layer. Throws when a layer routed no token at all.
-std::vector<LayerActivationAmax> calibrate_expert_activations(const std::filesystem::path& checkpoint_dir,
+// One entry per decoder layer: the model runs from ckpt.dir() on `device`, the
+// router and experts are read from `ckpt` in fp32. Throws when a layer routed
+// no token at all.
+std::vector<LayerActivationAmax> calibrate_expert_activations(const Checkpoint& ckpt,
                                                               std::span<const std::vector<int32_t>> windows,
                                                               DeviceKind device);
 

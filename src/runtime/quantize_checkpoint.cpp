@@ -105,11 +105,11 @@ class Quantizer {
         for (int i = 0; i < 2; ++i)
           for (int64_t k = 0; k < w[i].numel(); ++k) joint = std::max(joint, std::fabs(w[i].data<float>()[k]));
         for (int i = 0; i < 3; ++i) {
-          const Nvfp4Tensor q =
+          Nvfp4Tensor q =
               quantize_nvfp4_weight(w[i].data<float>(), rows[i], cols[i], i < 2 ? std::optional(joint) : std::nullopt);
           const std::string& b = site.base[i];
-          out.add(b + ".weight", DType::U8, {rows[i], cols[i] / 2}, q.packed);
-          out.add(b + ".weight_scale", DType::F8_E4M3, {rows[i], cols[i] / kNvfp4BlockSize}, q.block_scales);
+          out.add(b + ".weight", DType::U8, {rows[i], cols[i] / 2}, std::move(q.packed));
+          out.add(b + ".weight_scale", DType::F8_E4M3, {rows[i], cols[i] / kNvfp4BlockSize}, std::move(q.block_scales));
           out.add_scalar(b + ".weight_scale_2", q.global_scale);
           if (amax_ != nullptr) {
             const LayerActivationAmax& a = amax_->at(static_cast<size_t>(site.layer));
@@ -259,7 +259,7 @@ QuantizeSummary quantize_checkpoint(const fs::path& in, const fs::path& out, con
     for (const auto& w : options.calibration) summary.calibrated_tokens += static_cast<int64_t>(w.size());
     say("calibrating expert inputs on " + std::to_string(options.calibration.size()) + " windows (" +
         std::to_string(summary.calibrated_tokens) + " tokens)");
-    amax = calibrate_expert_activations(in, options.calibration, options.calibration_device);
+    amax = calibrate_expert_activations(*ckpt, options.calibration, options.calibration_device);
   }
   Quantizer quantizer(*ckpt, options, amax ? &*amax : nullptr, summary);
 

@@ -103,7 +103,8 @@ TEST(QuantizeCheckpoint, CalibratedInputScaleIsAmaxOver2688) {
   QuantizeOptions options;
   options.calibration = calibration_windows();
   quantize_checkpoint(kDemo, out.path, options);
-  const std::vector<LayerActivationAmax> amax = calibrate_expert_activations(kDemo, options.calibration, DeviceKind::kCpu);
+  const std::vector<LayerActivationAmax> amax =
+      calibrate_expert_activations(*Checkpoint::open(kDemo), options.calibration, DeviceKind::kCpu);
   const auto ckpt = Checkpoint::open(out.path);
   const ModelConfig& c = ckpt->config();
   ASSERT_EQ(static_cast<int64_t>(amax.size()), c.num_layers);

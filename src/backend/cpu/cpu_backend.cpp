@@ -362,13 +362,7 @@ void CpuBackend::attention(const StepPlan& step, int64_t layer, const DeviceTens
 void CpuBackend::moe(int64_t layer, const DeviceTensor& x, const DeviceTensor& ids, DeviceTensor& y) {
   const dsv4::MoeLayerWeights& w = weights_.layers.at(layer).moe;
   MoeWeights mw;
-  mw.dims.hidden = config_.hidden_size;
-  mw.dims.intermediate = config_.moe_intermediate_size;
-  mw.dims.n_experts = config_.n_routed_experts;
-  mw.dims.top_k = config_.num_experts_per_tok;
-  mw.dims.shared_intermediate = config_.n_shared_experts * config_.moe_intermediate_size;
-  mw.dims.routed_scaling_factor = static_cast<float>(config_.routed_scaling_factor);
-  mw.dims.swiglu_limit = static_cast<float>(config_.swiglu_limit);
+  mw.dims = moe_dims(config_);
   mw.gate = span_of(w.gate);
   if (!w.bias.empty()) mw.bias = span_of(w.bias);
   mw.tid2eid = w.tid2eid;

@@ -17,6 +17,18 @@ float sqrt_softplus(float logit) {
   return std::sqrt(softplus);
 }
 
+MoeDims moe_dims(const ModelConfig& config) {
+  MoeDims d;
+  d.hidden = config.hidden_size;
+  d.intermediate = config.moe_intermediate_size;
+  d.n_experts = config.n_routed_experts;
+  d.top_k = config.num_experts_per_tok;
+  d.shared_intermediate = config.n_shared_experts * config.moe_intermediate_size;
+  d.routed_scaling_factor = static_cast<float>(config.routed_scaling_factor);
+  d.swiglu_limit = static_cast<float>(config.swiglu_limit);
+  return d;
+}
+
 float round_to_bf16(float value) {
   uint32_t bits;
   std::memcpy(&bits, &value, 4);
@@ -29,6 +41,30 @@ float round_to_bf16(float value) {
   float out;
   std::memcpy(&out, &bits, 4);
   return out;
+}
+
+static float clamped_swiglu(float gate, float up, float limit) {
+  if (limit > 0.0f) {
+    gate = std::min(gate, limit);
+    up = std::clamp(up, -limit, limit);
+  }
+  const float silu = gate / (1.0f + std::exp(-gate));
+  return silu * up;
+}
+
+void expert_hidden(std::span<const float> w1, std::span<const float> w3, int64_t D, int64_t I, const float* x,
+                   float weight, float limit, bool round_hidden, float* h) {
+  for (int64_t i = 0; i < I; ++i) {
+    const float* r1 = w1.data() + i * D;
+    const float* r3 = w3.data() + i * D;
+    float g = 0.0f, u = 0.0f;
+    for (int64_t c = 0; c < D; ++c) {
+      g += r1[c] * x[c];
+      u += r3[c] * x[c];
+    }
+    const float v = clamped_swiglu(g, u, limit) * weight;
+    h[i] = round_hidden ? round_to_bf16(v) : v;
+  }
 }
 
 namespace {
@@ -59,32 +95,6 @@ std::vector<float> prepared_input(std::span<const float> x, const MoeOptions& op
   if (options.round_input_bf16)
     for (float& v : out) v = round_to_bf16(v);
   return out;
-}
-
-float clamped_swiglu(float gate, float up, float limit) {
-  if (limit > 0.0f) {
-    gate = std::min(gate, limit);
-    up = std::clamp(up, -limit, limit);
-  }
-  const float silu = gate / (1.0f + std::exp(-gate));
-  return silu * up;
-}
-
-// h[I] = weight · swiglu(W1·x, W3·x) for one token and one expert (rounded
-// to bf16 when asked, as the reference casts before w2).
-void expert_hidden(std::span<const float> w1, std::span<const float> w3, int64_t D, int64_t I, const float* x,
-                   float weight, float limit, bool round_hidden, float* h) {
-  for (int64_t i = 0; i < I; ++i) {
-    const float* r1 = w1.data() + i * D;
-    const float* r3 = w3.data() + i * D;
-    float g = 0.0f, u = 0.0f;
-    for (int64_t c = 0; c < D; ++c) {
-      g += r1[c] * x[c];
-      u += r3[c] * x[c];
-    }
-    const float v = clamped_swiglu(g, u, limit) * weight;
-    h[i] = round_hidden ? round_to_bf16(v) : v;
-  }
 }
 
 // out[D] += W2 · h.

@@ -18,6 +18,8 @@
 #include <span>
 #include <vector>
 
+#include "core/model_config.hpp"
+
 namespace megamoe::cpu {
 
 struct MoeDims {
@@ -94,6 +96,15 @@ void moe_forward(const MoeWeights& weights, std::span<const float> x, std::span<
 // expert id of -1 drops its slot (expert parallel: another rank holds it).
 void moe_forward_routed(const MoeWeights& weights, std::span<const float> x, const Routing& routing,
                         std::span<float> y, const MoeOptions& options = {});
+
+// The MoE dimensions of a model config (the whole shared expert).
+MoeDims moe_dims(const ModelConfig& config);
+
+// h[I] = weight · clamped_swiglu(W1·x, W3·x) for one token x [D] and one
+// expert (w1, w3 [I, D]), rounded to bf16 when asked (the reference's cast
+// before w2). Also used by expert calibration (runtime/expert_calibration.cpp).
+void expert_hidden(std::span<const float> w1, std::span<const float> w3, int64_t D, int64_t I, const float* x,
+                   float weight, float limit, bool round_hidden, float* h);
 
 // Helpers shared with the tests.
 float sqrt_softplus(float logit);      // sqrt(log1p(exp(g))) computed stably in fp32
