@@ -2,7 +2,8 @@
 # On a GPU machine (from the repo root): the CUDA model forward's checks and
 # first timings, in stages (STAGES="build test flash memcheck bench" by default):
 #   build     CUDA build of megamoe and the gpu tests into build-gpu
-#   test      every gpu test (GTEST_FILTER narrows it), gtest output in $OUT/gpu_tests.log
+#   test      every gpu test (GTEST_FILTER narrows it), gtest output in $OUT/gpu_tests.log, then again
+#             with a fresh MEGAMOE_TEST_SEED (SEED_FILTER narrows that run; default GTEST_FILTER)
 #   flash     a FLASH_LAYERS-layer (default 4) V4-Flash-width synthetic checkpoint (NVFP4
 #             experts), the CUDA-vs-CPU and graph-vs-eager tests on it, then `bench decode`
 #             (BATCHES x CONTEXTS) and `bench prefill` (PREFILL_TOKENS)
@@ -37,7 +38,7 @@ if has test; then
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests? ran|^\[ info \]" "$OUT/gpu_tests.log" | tail -60
   [[ $rc -eq 0 ]] || { grep -B2 -A12 "Failure$\|error:" "$OUT/gpu_tests.log" | head -150; failed+=("test(rc=$rc)"); }
   seed=$RANDOM  # again with fresh random inputs (tests/test_seed.hpp)
-  MEGAMOE_TEST_SEED=$seed timeout 420 "$BUILD/tests/test_kernels" --gtest_filter="${GTEST_FILTER:-*}" > "$OUT/gpu_tests_seed.log" 2>&1
+  MEGAMOE_TEST_SEED=$seed timeout 420 "$BUILD/tests/test_kernels" --gtest_filter="${SEED_FILTER:-${GTEST_FILTER:-*}}" > "$OUT/gpu_tests_seed.log" 2>&1
   rc=$?
   grep -E "tests? ran|^\[  FAILED " "$OUT/gpu_tests_seed.log" | tail -20
   [[ $rc -eq 0 ]] || { grep -B2 -A12 "Failure$\|error:" "$OUT/gpu_tests_seed.log" | head -80; failed+=("test(MEGAMOE_TEST_SEED=$seed,rc=$rc)"); }
