@@ -194,7 +194,8 @@ TEST(CudaModelErrors, CheckpointTooLargeForTheDeviceIsAClearError) {
   const char* shard2 = "model-00002-of-00002.safetensors";
   std::filesystem::copy_file(tiny / "model.safetensors", dir / shard1);
   nlohmann::json weight_map = {{"padding", shard2}};
-  for (const auto& [name, view] : SafetensorsFile::open(tiny / "model.safetensors")->tensors()) weight_map[name] = shard1;
+  const auto tiny_file = SafetensorsFile::open(tiny / "model.safetensors");  // named: a range-for over a temporary's map dangles
+  for (const auto& [name, view] : tiny_file->tensors()) weight_map[name] = shard1;
   std::ofstream(dir / "model.safetensors.index.json") << nlohmann::json{{"metadata", nlohmann::json::object()},
                                                                          {"weight_map", weight_map}}.dump();
   const uint64_t bytes = 200ull << 30;

@@ -76,8 +76,12 @@ INSTANTIATE_TEST_SUITE_P(ExpertFormats, CudaSynthetic, ::testing::Values("nvfp4"
 
 // The model-level W4A4 switch: the FP4 MoE op's W4A4 mode with the
 // checkpoint's static input_scale against the CPU's NVFP4-activation MoE with
-// the same scales. Same tolerance as W4A16 (the MoE op's own W4A4 test holds
-// 6e-4 per layer, as in W4A16); and W4A4 must move the logits off W4A16.
+// the same scales. W4A4 amplifies the GPU's bf16 roundings: an activation that
+// moves across an FP4 rounding boundary changes by a whole code. Measured on the
+// H200 (2026-12-02): prefill 9.9e-3 and decode 1.1e-3, about 7x the W4A16 errors
+// of the same checkpoint (1.45e-3, 1.2e-4), so the bounds are 2e-2 and 3e-3. And
+// the GPU must be much nearer to the CPU's W4A4 than W4A16 is (4.6x measured,
+// 3x required): a W4A16 answer would fail.
 TEST(CudaSyntheticW4a4, SmallWidthsMatchCpuAndDifferFromW4a16) {
   MEGAMOE_REQUIRE_GPU();
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "megamoe-synthetic-small-w4a4";
@@ -91,14 +95,15 @@ TEST(CudaSyntheticW4a4, SmallWidthsMatchCpuAndDifferFromW4a16) {
   const auto gpu = load(dir, DeviceKind::kCuda, MoeActivationFormat::kW4A4);
   const auto cpu = load(dir, DeviceKind::kCpu, MoeActivationFormat::kW4A4);
   const std::vector<float> ref = compute_logits(*cpu, ids, prefill);
-  for (const char* mode : {"prefill", "decode"}) {
-    const double err = relative_l2(compute_logits(*gpu, ids, LogitsMode::parse(mode)), ref);
-    std::printf("[ info ] w4a4 %s: relative L2 vs CPU %.3g\n", mode, err);
-    EXPECT_LE(err, 3e-3) << mode;
-  }
   const double moved = relative_l2(ref, compute_logits(*load(dir, DeviceKind::kCpu), ids, prefill));
   std::printf("[ info ] w4a4 vs w4a16 (cpu): relative L2 %.3g\n", moved);
-  EXPECT_GT(moved, 1e-3);
+  EXPECT_GT(moved, 1e-2);
+  for (const auto& [mode, bound] : {std::pair<const char*, double>{"prefill", 2e-2}, {"decode", 3e-3}}) {
+    const double err = relative_l2(compute_logits(*gpu, ids, LogitsMode::parse(mode)), ref);
+    std::printf("[ info ] w4a4 %s: relative L2 vs CPU %.3g\n", mode, err);
+    EXPECT_LE(err, bound) << mode;
+    EXPECT_LT(3 * err, moved) << mode << ": the GPU's W4A4 is not clearly nearer the CPU's W4A4 than W4A16 is";
+  }
   std::filesystem::remove_all(dir);
 }
 
