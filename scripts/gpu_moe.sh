@@ -2,7 +2,10 @@
 # The one device script of issue 5 (run on the GPU machine from the repo root):
 # build with CUDA into build-gpu/, run the gpu MoE tests, compute-sanitizer on
 # a small subset, the C++ bench and the torch bf16 peer. Logs go to $OUT.
-# Stages: STAGES="build test sanitize bench torch" (default all). FRESH=1: clean build.
+# Stages: STAGES="build test sanitize bench torch" (default), plus on request:
+#   routing_ab  `bench moe` ($AB_ARGS) with the multi-block routing and again with MEGAMOE_MOE_ROUTING=single
+#   ncu         Nsight Compute on the GEMM kernels of one `bench moe` ($NCU_BENCH_ARGS), key sections only
+# FRESH=1: clean build.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -33,6 +36,23 @@ if has sanitize; then
 fi
 if has bench; then
   timeout ${BENCH_TIMEOUT:-300} ./build-gpu/megamoe bench moe $BENCH_ARGS 2>&1 | tee "$OUT/bench.log" || failed+=(bench)
+fi
+if has routing_ab; then
+  AB_ARGS=${AB_ARGS:---shapes flash pro --tokens 64 256 1024 4096 --stage-tokens 64 256 1024 4096 --routings uniform --iters 10}
+  for routing in multi single; do
+    echo "== routing: $routing"
+    # shellcheck disable=SC2086  # an argument list
+    MEGAMOE_MOE_ROUTING=$routing timeout ${BENCH_TIMEOUT:-300} ./build-gpu/megamoe bench moe $AB_ARGS 2>&1 |
+      tee "$OUT/bench_routing_$routing.log" || failed+=("routing_ab:$routing")
+  done
+fi
+if has ncu; then
+  NCU_BENCH_ARGS=${NCU_BENCH_ARGS:---shapes flash --tokens 256 4096 --routings uniform --iters 1 --stage-tokens 0}
+  # shellcheck disable=SC2086
+  timeout ${NCU_TIMEOUT:-200} ncu --clock-control none -k "regex:moe_tc_gemv|moe_wgmma" --launch-count ${NCU_LAUNCHES:-8} \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+    ./build-gpu/megamoe bench moe $NCU_BENCH_ARGS > "$OUT/ncu.log" 2>&1 || failed+=(ncu)
+  grep -E "moe_|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Stall|Warp Cycles Per Issued|Issued Warp" "$OUT/ncu.log" | head -120
 fi
 if has torch; then
   PYTHONUNBUFFERED=1 timeout ${TORCH_TIMEOUT:-240} python3 tools/bench_torch_moe.py ${TORCH_ARGS:-} 2>&1 | tee "$OUT/torch.log" ||

@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "kernels/moe/moe_launch.cuh"
+#include "kernels/moe/moe_routing_multi.hpp"
 
 namespace megamoe::cuda::kernels {
 
@@ -9,6 +10,14 @@ bool pdl_enabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("MEGAMOE_DISABLE_PDL");
     return v == nullptr || std::strcmp(v, "1") != 0;
+  }();
+  return enabled;
+}
+
+bool multi_block_routing_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("MEGAMOE_MOE_ROUTING");
+    return v == nullptr || std::strcmp(v, "single") != 0;
   }();
   return enabled;
 }

@@ -73,6 +73,8 @@ struct MoeParams {
   uint16_t* y = nullptr;           // [T, D] bf16 output (may be null)
   float* y_f32 = nullptr;          // [T, D] fp32 output (may be null)
   int32_t* error_flag = nullptr;   // [1] set to 1 by a bad token id / tid2eid entry (sticky)
+  int32_t* route_counts = nullptr;  // [2 (E+1)] multi-block routing (prefill sizes): expert counts, then the
+                                    // scatter's fill counters; zeroed by the scores kernel of each forward
 
   // ---- W4A4 mode (both null = W4A16, the default) ----
   // Routed activations NVFP4-quantized before each GEMM (kernels/moe/sm90_moe_act_quant.cu):

@@ -13,6 +13,8 @@
 
 #include "kernels/moe/moe_launch.cuh"
 #include "kernels/moe/moe_params.hpp"
+#include "kernels/moe/moe_routing_common.cuh"
+#include "kernels/moe/moe_routing_multi.hpp"
 
 namespace megamoe::cuda::kernels {
 namespace {
@@ -27,17 +29,12 @@ constexpr int kTokGroup = 4;      // tokens accumulated together in registers
 
 // Select: one block; scores of kSelectChunk tokens staged in shared memory at
 // a time, a warp per token for the top-k, block-wide scans for the groups.
-constexpr int kSelectThreads = 1024;
+constexpr int kSelectThreads = kScanThreads;
 constexpr int kSelectWarps = kSelectThreads / 32;
 constexpr size_t kSelectScoreBytes = 96 * 1024;  // staged scores per chunk
 constexpr size_t kSelectIdsBytes = 96 * 1024;    // topk ids kept in smem when T*k fits
 
 __device__ __forceinline__ float bf16_bits_to_float(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
-
-__device__ __forceinline__ float sqrt_softplus(float g) {
-  const float sp = g > 20.0f ? g : log1pf(expf(g));  // torch softplus, threshold 20
-  return sqrtf(sp);
-}
 
 __device__ __forceinline__ float dot8(const uint4& a, const uint4& b, float acc) {
   const uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
@@ -56,6 +53,7 @@ template <int EPB>
 __global__ void __launch_bounds__(kScoreThreads) router_scores_kernel(MoeParams p) {
   __shared__ float red[kScoreWarps][EPB * kTokGroup];
   pdl_launch_dependents();  // let the select block start (it waits for this grid)
+  zero_route_counts(p);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int e0 = blockIdx.x * EPB;
   const int t_begin = blockIdx.y * kScoreTokens, t_end = min(p.tokens, t_begin + kScoreTokens);
@@ -117,58 +115,6 @@ __global__ void __launch_bounds__(kScoreThreads) router_scores_kernel(MoeParams 
   }
 }
 
-// Warp-wide argmax: largest value, lower index on ties.
-__device__ __forceinline__ void warp_argmax(float& v, int& i) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
-    if (ov > v || (ov == v && oi < i)) v = ov, i = oi;
-  }
-}
-
-// Block-wide exclusive scans of counts and of tiles per group (ceil(count /
-// tile_m)) in one pass: each thread owns a run of consecutive groups, warp
-// scans of the run sums, then a scan of the warp totals. All threads call it.
-__device__ void block_scan_groups(const int* counts, int* offsets, int* ntile, int* tile_off, int n, int tile_m,
-                                  int (*wsum)[2], int* total_tiles) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int per = (n + kSelectThreads - 1) / kSelectThreads;
-  const int b = min(n, static_cast<int>(threadIdx.x) * per), e = min(n, b + per);
-  int sc = 0, st = 0;
-  for (int i = b; i < e; ++i) {
-    const int nt = (counts[i] + tile_m - 1) / tile_m;
-    ntile[i] = nt;
-    sc += counts[i], st += nt;
-  }
-  int ic = sc, it = st;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int vc = __shfl_up_sync(0xffffffffu, ic, o), vt = __shfl_up_sync(0xffffffffu, it, o);
-    if (lane >= o) ic += vc, it += vt;
-  }
-  if (lane == 31) wsum[warp][0] = ic, wsum[warp][1] = it;
-  __syncthreads();
-  if (warp == 0) {
-    const int c = wsum[lane][0], t = wsum[lane][1];
-    int jc = c, jt = t;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int vc = __shfl_up_sync(0xffffffffu, jc, o), vt = __shfl_up_sync(0xffffffffu, jt, o);
-      if (lane >= o) jc += vc, jt += vt;
-    }
-    __syncwarp();
-    wsum[lane][0] = jc - c, wsum[lane][1] = jt - t;  // exclusive warp bases
-    if (lane == 31) *total_tiles = jt;
-  }
-  __syncthreads();
-  int rc = wsum[warp][0] + ic - sc, rt = wsum[warp][1] + it - st;
-  for (int i = b; i < e; ++i) {
-    offsets[i] = rc, tile_off[i] = rt;
-    rc += counts[i], rt += ntile[i];
-  }
-}
-
 // One block: top-k per token (a warp per token on scores staged in shared
 // memory), then counts, offsets, tiles and the scatter of pairs, all from
 // shared memory. Shared layout: bias[E] | scores[chunk][E] | counts, offsets,
@@ -208,47 +154,9 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
     __syncthreads();
     for (int tl = warp; tl < nt; tl += kSelectWarps) {
       const int t = c0 + tl;
-      const float* s = s_sc + static_cast<size_t>(tl) * E;
-      int my_id = 0;  // lane j < k: expert of slot j
-      if (p.tid2eid) {
-        if (lane < k) {
-          const int tok = p.token_ids[t];
-          int e = 0;
-          if (tok < 0 || tok >= p.vocab) {
-            atomicExch(p.error_flag, 1);
-          } else {
-            e = p.tid2eid[static_cast<size_t>(tok) * k + lane];
-            if (e < 0 || e >= E) atomicExch(p.error_flag, 1), e = 0;
-          }
-          my_id = e;
-        }
-      } else {
-        // k rounds of argmax over the biased scores; chosen experts are remembered
-        // in a per-lane bit set (expert e lives in lane e % 32, slot e / 32).
-        uint32_t taken = 0;  // bit i: expert lane + 32*i taken (E <= 1024)
-        for (int j = 0; j < k; ++j) {
-          float best = -FLT_MAX;
-          int best_i = INT_MAX;
-          for (int e = lane, i = 0; e < E; e += 32, ++i) {
-            if (taken >> i & 1u) continue;
-            const float v = s[e] + s_bias[e];
-            if (v > best || (v == best && e < best_i)) best = v, best_i = e;
-          }
-          warp_argmax(best, best_i);
-          if (best_i == INT_MAX) best_i = 0;  // NaN scores: keep indices valid
-          if ((best_i & 31) == lane) taken |= 1u << (best_i >> 5);
-          if (lane == j) my_id = best_i;
-        }
-      }
-      // weights: the same fp32 order as the CPU router (sum over slots 0..k-1)
-      const float my_s = lane < k ? s[my_id] : 0.0f;
-      float sum = 0.0f;
-      for (int j = 0; j < k; ++j) sum += __shfl_sync(0xffffffffu, my_s, j);
+      const int my_id = route_token(p, s_sc + static_cast<size_t>(tl) * E, s_bias, t, lane);
       if (lane < k) {
-        const size_t q = static_cast<size_t>(t) * k + lane;
-        p.topk_ids[q] = my_id;
-        p.topk_w[q] = my_s / sum * p.routed_scaling;
-        if (ids_in_smem) s_ids[q] = my_id;
+        if (ids_in_smem) s_ids[static_cast<size_t>(t) * k + lane] = my_id;
         atomicAdd(&counts[my_id], 1);
       }
     }
@@ -258,16 +166,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
   __syncthreads();
   block_scan_groups(counts, offsets, ntile, tile_off, groups, p.tile_m, wsum, &total_tiles);
   __syncthreads();
-  if (threadIdx.x == 0) *p.n_tiles = min(total_tiles, p.max_tiles);
-  for (int g = threadIdx.x; g < groups; g += kSelectThreads) {
-    for (int i = 0; i < ntile[g]; ++i) {
-      const int slot = tile_off[g] + i;
-      if (slot >= p.max_tiles) break;  // cannot happen with max_tiles >= T*(k+1)
-      p.tile_expert[slot] = g;
-      p.tile_begin[slot] = offsets[g] + i * p.tile_m;
-      p.tile_count[slot] = min(p.tile_m, counts[g] - i * p.tile_m);
-    }
-  }
+  write_tiles(p, counts, offsets, ntile, tile_off, groups, total_tiles);
   // ids written above by this block: visible after the barrier (global path)
   const int32_t* ids = ids_in_smem ? s_ids : p.topk_ids;
   for (int q = threadIdx.x; q < T * k; q += kSelectThreads) {
@@ -283,6 +182,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
 void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
   // hash layers need the scores too: their weights come from them
+  if (launch_moe_route_scores_mma(p, stream)) return;  // prefill sizes: tensor cores
   const int ty = (p.tokens + kScoreTokens - 1) / kScoreTokens;
   if (p.tokens < 64) {  // one expert per block: E x ceil(T/16) blocks
     router_scores_kernel<1><<<dim3(p.experts, ty), kScoreThreads, 0, stream>>>(p);
@@ -293,6 +193,10 @@ void launch_moe_route_scores(const MoeParams& p, cudaStream_t stream) {
 
 void launch_moe_route_select(const MoeParams& p, cudaStream_t stream) {
   if (p.tokens == 0) return;
+  if (moe_multi_block_routing(p)) {  // prefill sizes: top-k over the whole GPU
+    launch_moe_route_select_multi(p, stream);
+    return;
+  }
   const size_t E = p.experts, groups = E + 1;
   const int chunk_tokens =
       static_cast<int>(std::clamp<size_t>(kSelectScoreBytes / (E * sizeof(float)), 1, static_cast<size_t>(p.tokens)));

@@ -464,13 +464,34 @@ TEST_F(GpuMoe, ProShapeMxfp4Prefill) {
   check_case(c, MoePath::kWgmma);
 }
 
+// Prefill-size routing (sm90_moe_routing_multi.cu): the multi-block top-k and
+// permutation from T = 256 (T = 300 with the CUDA-core scores), the tensor-core
+// scores from T = 512 (T = 700: split-K tiles; T = 2100: 64 x 64 tiles). E = 40
+// leaves a partial tile of experts, T a partial tile of tokens; hash routing
+// and one expert set for every token (all pairs of 4 experts in the scatter).
+TEST_F(GpuMoe, PrefillSizeRouting) {
+  for (int T : {300, 700, 2100}) {
+    SCOPED_TRACE(T);
+    Case c;
+    c.D = 256, c.I = 128, c.Is = 128, c.E = 40, c.k = 6, c.T = T, c.seed = static_cast<uint32_t>(T);
+    check_case(c, MoePath::kAuto);
+  }
+  Case hash;
+  hash.hash = true, hash.bias = false, hash.T = 600, hash.E = 12, hash.k = 3;
+  check_case(hash, MoePath::kAuto);
+  Case skew;
+  skew.skew = true, skew.T = 1000, skew.E = 16, skew.k = 4;
+  check_case(skew, MoePath::kGemv);
+}
+
 // T = 13 (the decode kernels' general variant) and T = 3 (the T <= 8 deep-ring
-// variant); each replay's routing is checked against the CPU router (the
+// variant), 700 and 2100 (prefill-size routing); each replay's routing is checked against the CPU router (the
 // replay must route the new inputs, not reuse the previous tiles) and its
 // output against an eager forward bit for bit.
 TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
   // (tokens, w4a4): W4A4 with dynamic scales checks that a replay recomputes them.
-  for (auto [tokens, w4a4] : {std::pair{13, 0}, std::pair{3, 0}, std::pair{13, 1}}) {
+  // T = 700 and 2100: the multi-block routing (its counts must be zeroed again by every replay).
+  for (auto [tokens, w4a4] : {std::pair{13, 0}, std::pair{3, 0}, std::pair{13, 1}, std::pair{700, 0}, std::pair{2100, 0}}) {
     SCOPED_TRACE(tokens);
     Case c;
     c.T = tokens, c.w4a4 = w4a4;

@@ -121,6 +121,7 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   h_ = DeviceBuffer(pairs * hs * sizeof(uint16_t));
   rows_ = DeviceBuffer(pairs * D * sizeof(float));
   error_flag_ = DeviceBuffer(sizeof(int32_t));
+  route_counts_ = DeviceBuffer(2 * (E + 1) * sizeof(int32_t));
   if (c.w4a4) {
     xq_ = DeviceBuffer(T * k * D * sizeof(uint16_t));
     amax_partials_ = DeviceBuffer(kernels::kMoeActAmaxPartials * sizeof(uint32_t));
@@ -189,6 +190,7 @@ kernels::MoeParams MoeLayer::params(const uint16_t* x, const int32_t* token_ids,
   p.perm_pairs = perm_.as<int32_t>(), p.tile_expert = tile_expert_.as<int32_t>();
   p.tile_begin = tile_begin_.as<int32_t>(), p.tile_count = tile_count_.as<int32_t>(), p.n_tiles = n_tiles_.as<int32_t>();
   p.h = h_.as<uint16_t>(), p.rows = rows_.as<float>(), p.y = y, p.y_f32 = y_f32, p.error_flag = error_flag_.as<int32_t>();
+  p.route_counts = route_counts_.as<int32_t>();
   if (c.w4a4) p.xq = xq_.as<uint16_t>(), p.act_scale = act_scale_.as<float>(), p.weight_after_gemm2 = true;
   return p;
 }

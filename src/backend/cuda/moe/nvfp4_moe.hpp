@@ -109,7 +109,7 @@ class MoeLayer {
   bool has_bias_ = false, hashed_ = false;
   DeviceBuffer gate_, bias_, tid2eid_, w1_, w3_, w2_, s1_, s3_, s2_, g1_, g3_, g2_, sw1_, sw3_, sw2_, sf1_, sf3_, sf2_;
   DeviceBuffer scores_, topk_ids_, topk_w_, perm_, tile_expert_, tile_begin_, tile_count_, n_tiles_, h_, rows_,
-      error_flag_;
+      error_flag_, route_counts_;
   // W4A4 only: quantized routed x rows, [2, E] activation scales, amax partials.
   bool dynamic_scale13_ = false, dynamic_scale2_ = false;
   DeviceBuffer xq_, act_scale_, amax_partials_;
