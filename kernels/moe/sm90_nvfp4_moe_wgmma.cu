@@ -29,6 +29,7 @@
 // Shared expert (pseudo-expert E) from its bf16 fragment copy in the same
 // launch. Deterministic (each output written once, fixed summation order), no
 // atomics, no allocation. Constraints: N and K multiples of 64.
+#include "kernels/moe/moe_async.cuh"
 #include "kernels/moe/moe_common.cuh"
 #include "kernels/moe/moe_fragments.cuh"
 #include "kernels/moe/wgmma_ops.cuh"
@@ -64,20 +65,6 @@ struct Stage {
   static_assert(kStages >= 3, "need at least one chunk in flight");
 };
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
 // cp.async writes are generic-proxy; wgmma reads shared memory through the async proxy.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ uint4 lds128(uint32_t a) {
