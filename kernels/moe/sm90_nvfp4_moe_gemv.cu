@@ -7,8 +7,7 @@
 // tile of 64 pairs (skewed routing reads each expert once up to T = 64).
 // A block is one 16-row tile x all K: its kWarps warps split K (chunk c of 64
 // columns goes to warp c % kWarps), each streams one 16-byte word per lane per
-// chunk and matrix (4 k-steps) with the next chunks' loads in flight (tiles of
-// <= 8 pairs: a cp.async ring of 6 / 8 chunks in shared memory); the
+// chunk and matrix (4 k-steps) with the next chunk's loads in flight; the
 // partial accumulators are summed across warps in a fixed order (deterministic)
 // and the epilogue applies the fp32 factor g*, then
 //   GEMM1 (kMats = 2): gate and up rows together, clamped SwiGLU and the
@@ -18,7 +17,6 @@
 // The shared expert (pseudo-expert E) runs in the same launch from its bf16
 // fragment copy. Constraints: N multiple of 16, K multiple of 64. Covered by
 // tests/kernels/test_sm90_nvfp4_moe.cpp.
-#include "kernels/moe/moe_async.cuh"
 #include "kernels/moe/moe_common.cuh"
 #include "kernels/moe/moe_fragments.cuh"
 #include "kernels/moe/moe_launch.cuh"
@@ -28,29 +26,10 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kTileM = 64;  // pairs per tile on this path
-// The variant for tiles of <= 8 pairs (most tiles up to T ~ 256 with uniform
-// routing) streams through a cp.async ring in shared memory: per warp
-// kAsyncStages chunks of A words, scale pairs and B values in flight, which
-// cost no registers (the register ring it replaced held 3 / 4 chunks and left
-// the kernel at 16 warps per SM and ~2.4 / 1.8 TB/s). Sized so 4 blocks fit
-// an SM: GEMM1 4 x 6 x 2176 B, GEMM2 4 x 8 x 1600 B.
+// Ring depth of the variant for tiles of <= 8 pairs: as deep as fits 128 registers without
+// spills (GEMM1 streams two matrices per chunk, GEMM2 one).
 template <int kMats>
-constexpr int kAsyncStages = kMats == 2 ? 6 : 8;
-
-template <int kMats>
-struct AsyncStage {
-  uint4 q[kMats][32];  // A words in lane order
-  uint4 s[kMats][4];   // 64 bytes of scale pairs per matrix (lane l's uint16 at byte 2l)
-  uint4 b[2][32];      // each lane's 16 bf16 of its pair row (two halves)
-};
-
-template <int kMats>
-constexpr size_t kRedBytes = size_t(kWarps - 1) * kMats * (kTileM / 8) * 4 * 32 * sizeof(float);
-// Dynamic shared memory: the ring during the K loop, then the split-K partials.
-template <int kMats>
-constexpr size_t kDynSmemBytes = sizeof(AsyncStage<kMats>) * kAsyncStages<kMats> * kWarps > kRedBytes<kMats>
-                                     ? sizeof(AsyncStage<kMats>) * kAsyncStages<kMats> * kWarps
-                                     : kRedBytes<kMats>;
+constexpr int kSmallStages = kMats == 2 ? 3 : 4;
 
 // Per-lane operands of one 64-column chunk: A words (routed: 1 per matrix;
 // shared: 4 per matrix, already bf16) and the scale bytes.
@@ -159,89 +138,15 @@ __device__ __forceinline__ void k_loop(const uint32_t* const (&w)[2], const uint
   }
 }
 
-// cp.async copies of chunk c into one ring stage (all 32 lanes): A words, the
-// scale pairs (lanes 0..4*kMats-1, 16 bytes each), and the lane's B values
-// (zero-filled for a padding row, src0 == nullptr; `dummy` is any valid address).
-template <int kMats>
-__device__ __forceinline__ void issue_chunk(AsyncStage<kMats>& st, const uint32_t* const (&w)[2],
-                                            const uint16_t* const (&s)[2], const uint16_t* src0, const void* dummy,
-                                            int c, int lane, int t) {
-#pragma unroll
-  for (int mat = 0; mat < kMats; ++mat) cp_async16(smem_addr(&st.q[mat][lane]), w[mat] + (size_t(c) * 32 + lane) * 4);
-  if (lane < 4 * kMats) {
-    const int mat = lane >> 2, part = lane & 3;
-    cp_async16(smem_addr(&st.s[mat][part]), reinterpret_cast<const uint4*>(s[mat] + size_t(c) * 32) + part);
-  }
-  const uint16_t* b = src0 != nullptr ? src0 + c * 64 + 16 * t : nullptr;
-  const int bytes = b != nullptr ? 16 : 0;
-  cp_async16_zfill(smem_addr(&st.b[0][lane]), b != nullptr ? b : dummy, bytes);
-  cp_async16_zfill(smem_addr(&st.b[1][lane]), b != nullptr ? b + 8 : dummy, bytes);
-}
-
-// The small variant's K loop (routed tiles of <= 8 pairs, one n-tile): chunks
-// c = warp, warp + kWarps, ... through this warp's ring of kAsyncStages stages.
-// One commit group per chunk (empty ones past the end), so wait_group(S - 1)
-// means "the oldest chunk has landed"; __syncwarp orders the lanes' copies
-// before the reads (the scales are copied by a few lanes for all) and the
-// reads before the slot's refill.
-template <int kMats>
-__device__ __forceinline__ void k_loop_async(const uint32_t* const (&w)[2], const uint16_t* const (&s)[2], int KC,
-                                             const uint16_t* src0, AsyncStage<kMats>* ring,
-                                             float (&acc)[kMats][1][4]) {
-  constexpr int S = kAsyncStages<kMats>;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
-  if (warp >= KC) return;
-  const void* dummy = w[0];
-#pragma unroll
-  for (int st = 0; st < S; ++st) {
-    const int c = warp + st * kWarps;
-    if (c < KC) issue_chunk<kMats>(ring[st], w, s, src0, dummy, c, lane, t);
-    cp_async_commit();
-  }
-  int slot = 0;
-  for (int c = warp; c < KC; c += kWarps) {
-    cp_async_wait<S - 1>();
-    __syncwarp();
-    const AsyncStage<kMats>& st = ring[slot];
-    uint4 q[kMats];
-    uint32_t sc[kMats];
-#pragma unroll
-    for (int mat = 0; mat < kMats; ++mat) {
-      q[mat] = st.q[mat][lane];
-      sc[mat] = reinterpret_cast<const uint16_t*>(st.s[mat])[lane];
-    }
-    const uint4 v0 = st.b[0][lane], v1 = st.b[1][lane];
-    const uint32_t b[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
-    __syncwarp();
-    const int cn = c + S * kWarps;
-    if (cn < KC) issue_chunk<kMats>(ring[slot], w, s, src0, dummy, cn, lane, t);
-    cp_async_commit();
-    slot = slot + 1 == S ? 0 : slot + 1;
-#pragma unroll
-    for (int mat = 0; mat < kMats; ++mat) {
-      const uint32_t sg = scale_pair_bits<0>(sc[mat]), sg8 = scale_pair_bits<1>(sc[mat]);
-      const uint32_t words[4] = {q[mat].x, q[mat].y, q[mat].z, q[mat].w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        uint32_t a[4];
-        decode_fragment(words[j], sg, sg8, a);
-        mma_bf16_16816(acc[mat][0], a, b[2 * j], b[2 * j + 1]);
-      }
-    }
-  }
-  cp_async_wait<0>();
-}
-
 // Everything after the tile's pairs are known: the K loop, the split-K
 // reduction and the fused epilogue, for tiles of up to kMaxNt n-tiles of 8
-// pairs. Routed tiles of one n-tile stream through the cp.async ring
-// (k_loop_async), fuller ones and the shared expert's (bf16 chunks, 4x larger)
-// through a one-stage register ring (k_loop).
-template <int kMats, int kMaxNt>
+// pairs. kStages: ring depth for routed chunks (the shared expert's bf16
+// chunks are 4x larger and keep one stage).
+template <int kMats, int kMaxNt, int kStages>
 __device__ __forceinline__ void gemv_tile(const MoeParams& p, int e, int rt, int N, int K, int cnt,
-                                          const uint16_t* const* src_row, const int* pair_of, void* dyn_smem) {
+                                          const uint16_t* const* src_row, const int* pair_of, float* red_raw) {
   float(&red)[kWarps - 1][kMats][kMaxNt][4][32] =
-      *reinterpret_cast<float(*)[kWarps - 1][kMats][kMaxNt][4][32]>(dyn_smem);
+      *reinterpret_cast<float(*)[kWarps - 1][kMats][kMaxNt][4][32]>(red_raw);
   const bool shared = e == p.experts;
   const int KC = K / 64, NT = N / 16, n_tiles = (cnt + 7) / 8;
   float acc[kMats][kMaxNt][4];
@@ -262,19 +167,13 @@ __device__ __forceinline__ void gemv_tile(const MoeParams& p, int e, int rt, int
     const size_t blk = (size_t(e) * NT + rt) * KC;
     const uint32_t* w[2] = {(kMats == 2 ? p.w1 : p.w2) + blk * 32 * 4, p.w3 + blk * 32 * 4};
     const uint16_t* s[2] = {(kMats == 2 ? p.s1 : p.s2) + blk * 32, p.s3 + blk * 32};
-    if constexpr (kMaxNt == 1)
-      k_loop_async<kMats>(w, s, KC, src_row[(threadIdx.x & 31) >> 2],
-                          static_cast<AsyncStage<kMats>*>(dyn_smem) + (threadIdx.x >> 5) * kAsyncStages<kMats>, acc);
-    else
-      k_loop<kMats, false, kMaxNt, 1>(w, s, KC, src_row, n_tiles, acc);
+    k_loop<kMats, false, kMaxNt, kStages>(w, s, KC, src_row, n_tiles, acc);
     gscale[0] = kMats == 2 ? p.g1[e] : p.g2[e];
     if (kMats == 2) gscale[1] = p.g3[e];
   }
 
-  // Split-K reduction: warps 1.. park their partials, warp 0 adds them in order
-  // (in the shared memory the ring used: every warp must be done with it first).
+  // Split-K reduction: warps 1.. park their partials, warp 0 adds them in order.
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  __syncthreads();
   if (warp > 0) {
 #pragma unroll
     for (int mat = 0; mat < kMats; ++mat)
@@ -328,7 +227,7 @@ template <int kMats>
 __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p) {
   __shared__ const uint16_t* src_row[kTileM];  // x (GEMM1) or h (GEMM2) row of each tile pair, null = padding
   __shared__ int pair_of[kTileM];
-  extern __shared__ uint4 dyn_smem[];  // kDynSmemBytes<kMats>: the small variant's ring, then the partials
+  __shared__ float red[(kWarps - 1) * kMats * (kTileM / 8) * 4 * 32];
   pdl_launch_dependents();
   // Tiles in reverse order: the shared expert's tiles (last, and with 4x the
   // bytes per row in bf16) are dispatched first, the short routed ones fill in.
@@ -363,9 +262,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
   }
   __syncthreads();
   if (cnt <= 8)
-    gemv_tile<kMats, 1>(p, e, rt, N, K, cnt, src_row, pair_of, dyn_smem);
+    gemv_tile<kMats, 1, kSmallStages<kMats>>(p, e, rt, N, K, cnt, src_row, pair_of, red);
   else
-    gemv_tile<kMats, kTileM / 8>(p, e, rt, N, K, cnt, src_row, pair_of, dyn_smem);
+    gemv_tile<kMats, kTileM / 8, 1>(p, e, rt, N, K, cnt, src_row, pair_of, red);
 }
 
 template <int kMats>
@@ -373,17 +272,7 @@ void launch_one(const MoeParams& p, cudaStream_t stream) {
   const int inter = p.intermediate > p.shared_inter ? p.intermediate : p.shared_inter;
   const int max_n = kMats == 2 ? inter : p.hidden;
   const dim3 grid(max_n / 16, p.max_tiles);
-  // Once: the ring is over the 48 KB default, and 4 blocks per SM need the largest shared-memory carveout.
-  static const cudaError_t attr = [] {
-    const cudaError_t a = cudaFuncSetAttribute(moe_tc_gemv_kernel<kMats>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(kDynSmemBytes<kMats>));
-    return a != cudaSuccess ? a
-                            : cudaFuncSetAttribute(moe_tc_gemv_kernel<kMats>,
-                                                   cudaFuncAttributePreferredSharedMemoryCarveout,
-                                                   cudaSharedmemCarveoutMaxShared);
-  }();
-  (void)attr;  // a failure shows as the launch error the caller checks
-  launch_dependent(moe_tc_gemv_kernel<kMats>, grid, kWarps * 32, kDynSmemBytes<kMats>, stream, p);
+  launch_dependent(moe_tc_gemv_kernel<kMats>, grid, kWarps * 32, 0, stream, p);
 }
 
 }  // namespace
