@@ -1,8 +1,8 @@
-// Routing at prefill sizes (T >= kMultiSelectMinTokens): the single select
+// Routing at prefill sizes (T >= 256, moe_routing_multi.hpp): the single select
 // block of sm90_moe_routing.cu runs every token's top-k on one SM, which at
 // T = 4096 cost more than a millisecond, and its CUDA-core scores kernel ran
 // at ~11 TFLOP/s. Here:
-//   1. router_scores_mma_kernel (T >= kMmaScoresMinTokens): x . gate on tensor
+//   1. router_scores_mma_kernel: x . gate on tensor
 //      cores, mma.sync m16n8k16 bf16 x bf16 -> fp32 (the inputs are bf16, so
 //      only the summation order differs from the fp32 CUDA-core dot), then
 //      sqrtsoftplus; also zeroes the counts workspace (both scores kernels do).

@@ -464,9 +464,9 @@ TEST_F(GpuMoe, ProShapeMxfp4Prefill) {
   check_case(c, MoePath::kWgmma);
 }
 
-// Prefill-size routing (sm90_moe_routing_multi.cu): the multi-block top-k and
-// permutation from T = 256 (T = 300 with the CUDA-core scores), the tensor-core
-// scores from T = 512 (T = 700: split-K tiles; T = 2100: 64 x 64 tiles). E = 40
+// Prefill-size routing (sm90_moe_routing_multi.cu): from T = 256 the
+// tensor-core scores (T = 300, 700: split-K tiles; T = 2100: 64 x 64 tiles) and
+// the multi-block top-k and permutation. E = 40
 // leaves a partial tile of experts, T a partial tile of tokens; hash routing
 // and one expert set for every token (all pairs of 4 experts in the scatter).
 TEST_F(GpuMoe, PrefillSizeRouting) {
