@@ -703,6 +703,8 @@ TEST_F(GpuMoe, ExpertParallelRanksSumToTheWholeOp) {
   for (MoePath path : {MoePath::kGemv, MoePath::kWgmma}) check_expert_parallel(c, 2, path);
   c.w4a4 = 0, c.T = 300, c.seed = 9;  // the wgmma path picked by size
   check_expert_parallel(c, 2, MoePath::kAuto);
+  c.T = 700, c.seed = 10;  // large-T routing (T >= 512) must apply the local-expert filter as well
+  check_expert_parallel(c, 2, MoePath::kAuto);
 }
 
 TEST_F(GpuMoe, ExpertParallelBadRangesThrow) {
