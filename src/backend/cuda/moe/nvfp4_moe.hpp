@@ -104,8 +104,6 @@ class MoeLayer {
   // Device views of the last forward's routing ([T, k]), for tests.
   const int32_t* topk_ids() const { return topk_ids_.as<int32_t>(); }
   const float* topk_weights() const { return topk_w_.as<float>(); }
-  // The routed experts this layer holds: local_experts, or all E.
-  int held_experts() const { return config_.local_experts > 0 ? config_.local_experts : config_.experts; }
   // Bytes of routed-expert weights+scales one expert holds (all three matrices).
   size_t expert_bytes() const;
   size_t shared_bytes() const;
