@@ -123,7 +123,8 @@ INSTANTIATE_TEST_SUITE_P(TinyModels, CudaRanksOneGpuTiny,
 class CudaRanksOneGpuSynthetic : public ::testing::TestWithParam<const char*> {};
 
 // The FP4 MoE op over local experts, FP8 block-128 slices (q_b rows on tile
-// boundaries, o_a / o_b / shared slices inside one tile), BF16 lm_head rows.
+// boundaries, o_a / o_b slices inside one tile; the FP8 shared expert sliced
+// after its bf16 conversion), BF16 lm_head rows.
 // 300 prefill tokens take the op's WGMMA path, decode its GEMV path.
 TEST_P(CudaRanksOneGpuSynthetic, SmallWidthsOnTwoRanksMatchOneRank) {
   MEGAMOE_REQUIRE_GPU();

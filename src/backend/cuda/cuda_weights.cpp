@@ -403,39 +403,33 @@ class Loader {
     std::vector<float> fp8_f32[3];
     if (shared_refs[0]) {
       const bool fp8 = shared_refs[0]->format == WeightFormat::kFp8Block;
+      // Sharded, an FP8 shared expert goes to bf16 here (as MoeLayer would:
+      // shared_fp8.hpp, elementwise) before slicing, so a rank's rows need not
+      // fall on 128-row scale tiles.
+      const bool fp8_as_stored = fp8 && !shard_.shard.sharded();
       for (int i = 0; i < 3; ++i) {
         const WeightRef& r = *shared_refs[i];
         if (fp8) {
           MEGAMOE_CHECK(r.format == WeightFormat::kFp8Block && r.scale != nullptr, r.name,
                         ": the shared expert mixes formats");
-          const bool f32_scales = r.scale->dtype == DType::F32;
-          std::vector<uint8_t> codes = raw_bytes(*r.weight), scales;
-          if (f32_scales) {
-            const std::vector<float> f = f32_of(*r.scale);
-            scales.resize(f.size() * 4);
-            std::memcpy(scales.data(), f.data(), scales.size());
+          fp8_codes[i] = raw_bytes(*r.weight);
+          if (r.scale->dtype == DType::F32) {
+            fp8_f32[i] = f32_of(*r.scale);
           } else {
-            scales = raw_bytes(*r.scale);
+            fp8_e8m0[i] = raw_bytes(*r.scale);
           }
-          const Slice slice = shared_slice(i);
-          if (!slice.whole) {
-            Fp8Slice part = slice_fp8_block128(codes.data(), scales.data(), f32_scales ? 4 : 1, r.out, r.in,
-                                               slice.axis, slice.range, r.name);
-            codes = std::move(part.codes), scales = std::move(part.scales);
-          }
-          fp8_codes[i] = std::move(codes);
-          if (f32_scales) {
-            fp8_f32[i].resize(scales.size() / 4);
-            std::memcpy(fp8_f32[i].data(), scales.data(), scales.size());
-          } else {
-            fp8_e8m0[i] = std::move(scales);
+          if (!fp8_as_stored) {
+            const Fp8BlockMatrix whole{fp8_codes[i], fp8_e8m0[i], fp8_f32[i]};
+            sb[i] = part_of(fp8_block128_to_bf16(whole, static_cast<int>(r.out), static_cast<int>(r.in), r.name),
+                            r.out, r.in, shared_slice(i));
+            fp8_codes[i].clear(), fp8_e8m0[i].clear(), fp8_f32[i].clear();
           }
         } else {
           MEGAMOE_CHECK(r.format == WeightFormat::kDense, r.name, ": shared expert format not supported on cuda");
           sb[i] = part_of(bf16_of(*r.weight), r.out, r.in, shared_slice(i));
         }
       }
-      if (fp8) {
+      if (fp8_as_stored) {
         hw.shared_fp8_w1 = {fp8_codes[0], fp8_e8m0[0], fp8_f32[0]};
         hw.shared_fp8_w3 = {fp8_codes[1], fp8_e8m0[1], fp8_f32[1]};
         hw.shared_fp8_w2 = {fp8_codes[2], fp8_e8m0[2], fp8_f32[2]};
