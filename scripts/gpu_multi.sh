@@ -2,11 +2,12 @@
 # On a machine with 2 (or more) GPUs, from the repo root: the multi-GPU run of
 # issue 13 (docs/parallel.md), in stages (STAGES="build test flash cli bench"):
 #   build  CUDA build of megamoe and the gpu tests into build-gpu (NCCL from the CUDA toolkit)
-#   test   the multi-GPU tests (2 GPUs vs 1 on the tiny checkpoints) and the CPU ranks' tests
+#   test   the multi-GPU tests (2 GPUs vs 1 on the tiny checkpoints), the ranks-on-one-GPU tests
+#          (host-staged, CudaRanksOneGpu* and GpuMoe.ExpertParallel*) and the CPU ranks' tests
 #   flash  a FLASH_LAYERS-layer (default 2) V4-Flash-width synthetic checkpoint (NVFP4 experts),
 #          2 GPUs vs 1 on it (logits, greedy tokens, graph decode with NCCL inside)
-#   cli    `megamoe generate --devices 2` prints the ids of `--device cuda` (1 GPU) and of
-#          `--device cpu --ranks 2` on tiny-a
+#   cli    `megamoe generate --devices 2` prints the ids of `--device cuda` (1 GPU), of
+#          `--device cuda --ranks 2` (2 ranks on one GPU) and of `--device cpu --ranks 2` on tiny-a
 #   bench  `bench decode` at batch 1, 8, 64, 128 and `bench prefill` with --devices 2 (and 1 for
 #          comparison); the stage table's `comm` column is the per-step time of the layers'
 #          all-reduces (divide by FLASH_LAYERS for the per-layer communication time, by 2 more
@@ -46,6 +47,9 @@ if has test; then
   if [[ $rc -ne 0 ]] || grep -q "^\[  SKIPPED \] MultiGpu.Tiny" "$OUT/multi_gpu_tests.log"; then
     grep -B2 -A12 "Failure$\|error:\|what()" "$OUT/multi_gpu_tests.log" | head -80; failed+=("test(rc=$rc)")
   fi
+  timeout 420 "$BUILD/tests/test_kernels" --gtest_filter='*CudaRanksOneGpu*:GpuMoe.ExpertParallel*' \
+    > "$OUT/ranks_one_gpu_tests.log" 2>&1 || failed+=(test-ranks-one-gpu)
+  grep -E "^\[  (PASSED|FAILED) |^\[ info \].*ranks" "$OUT/ranks_one_gpu_tests.log" | tail -30
   timeout 420 "$BUILD/tests/test_parallel" > "$OUT/cpu_ranks_tests.log" 2>&1 || failed+=(test-cpu-ranks)
   grep -E "tests? ran|^\[  (PASSED|FAILED) " "$OUT/cpu_ranks_tests.log" | tail -5
 fi
@@ -67,8 +71,11 @@ if has cli; then
   one=$("$BUILD/megamoe" generate --model "$dir" --ids "$ids" --max-new-tokens 32 --ignore-eos --device cuda 2>/dev/null)
   two=$("$BUILD/megamoe" generate --model "$dir" --ids "$ids" --max-new-tokens 32 --ignore-eos --devices "$DEVICES" 2>"$OUT/cli_devices.err")
   cpu=$("$BUILD/megamoe" generate --model "$dir" --ids "$ids" --max-new-tokens 32 --ignore-eos --device cpu --ranks 2 2>/dev/null)
-  echo "cli tiny-a: 1 GPU [$one] / $DEVICES GPUs [$two] / cpu 2 ranks [$cpu]" | tee "$OUT/cli.log"
-  if [[ -z "$one" || "$one" != "$two" || "$one" != "$cpu" ]]; then tail -3 "$OUT/cli_devices.err"; failed+=(cli); fi
+  staged=$("$BUILD/megamoe" generate --model "$dir" --ids "$ids" --max-new-tokens 32 --ignore-eos --device cuda --ranks 2 2>/dev/null)
+  echo "cli tiny-a: 1 GPU [$one] / $DEVICES GPUs [$two] / 2 ranks on 1 GPU [$staged] / cpu 2 ranks [$cpu]" | tee "$OUT/cli.log"
+  if [[ -z "$one" || "$one" != "$two" || "$one" != "$cpu" || "$one" != "$staged" ]]; then
+    tail -3 "$OUT/cli_devices.err"; failed+=(cli)
+  fi
 fi
 
 if has bench; then

@@ -20,12 +20,18 @@ namespace megamoe::cuda::kernels {
 struct DenseMoeParams {
   int tokens = 0, hidden = 0, intermediate = 0, experts = 0, top_k = 0, shared_inter = 0, vocab = 0;
   float routed_scaling = 1.0f, swiglu_limit = 10.0f;
+  // Expert parallel (docs/parallel.md): routing over all `experts`, but only
+  // the chosen experts in [expert_begin, expert_begin + local_experts) are
+  // computed and summed (w1/w3/w2 hold just those); local_experts = 0: all.
+  // shared_inter is then this rank's slice of the shared expert.
+  int expert_begin = 0;
+  int local_experts = 0;
   const float* x = nullptr;          // [T, D]
   const int32_t* token_ids = nullptr;  // [T] (hash routing)
   const float* gate = nullptr;       // [E, D]
   const float* bias = nullptr;       // [E] or null
   const int32_t* tid2eid = nullptr;  // [V, k] or null (learned routing)
-  const float* w1 = nullptr;         // [E, I, D]
+  const float* w1 = nullptr;         // [E, I, D] (E = local_experts when set)
   const float* w3 = nullptr;         // [E, I, D]
   const float* w2 = nullptr;         // [E, D, I]
   const float* shared_w1 = nullptr;  // [I_s, D] or null

@@ -23,7 +23,15 @@ struct MoeParams {
   int hidden = 0;        // D
   int intermediate = 0;  // I
   int shared_inter = 0;  // I_s (0 = no shared expert)
-  int experts = 0;       // E
+  int experts = 0;       // E (routing is always over all E)
+  // Expert parallel (docs/parallel.md): this call holds and computes only the
+  // routed experts [expert_begin, expert_begin + local_experts); pairs routed
+  // to other experts are not permuted, tiled or combined (their rank adds
+  // them in the model's all-reduce). local_experts = 0: all E (unsharded).
+  // Ids stay global everywhere (topk_ids, tile_expert, act_scale); only the
+  // weight arrays (w*, s*, g*) are indexed by e - expert_begin.
+  int expert_begin = 0;
+  int local_experts = 0;
   int top_k = 0;         // k
   int tokens = 0;        // T (this call)
   int vocab = 0;         // V rows of tid2eid (hash layers)
@@ -40,6 +48,7 @@ struct MoeParams {
   const int32_t* token_ids = nullptr;  // [T] int32 (hash routing)
 
   // ---- routed experts, repacked at load (see "Repacked layouts" below) ----
+  // (E = the local experts' count when local_experts > 0)
   const uint32_t* w1 = nullptr;  // [E][I/16][D/64][32][4] E2M1 fragments (gate)
   const uint32_t* w3 = nullptr;  // [E][I/16][D/64][32][4] (up)
   const uint32_t* w2 = nullptr;  // [E][D/16][I/64][32][4] (down)
@@ -94,6 +103,13 @@ struct MoeParams {
   // finalizeMoeRoutingKernel does.
   bool weight_after_gemm2 = false;
 };
+
+// Expert parallel: whether pairs of expert e are computed by this call.
+__host__ __device__ inline bool moe_expert_is_local(const MoeParams& p, int e) {
+  return p.local_experts == 0 || (e >= p.expert_begin && e < p.expert_begin + p.local_experts);
+}
+// The index of a local expert e into the weight arrays.
+__host__ __device__ inline int moe_local_expert(const MoeParams& p, int e) { return e - p.expert_begin; }
 
 // Repacked layouts (src/backend/cuda/moe/moe_repack.cpp writes them). mma.sync
 // m16n8k16 with the weight rows as A: lane = 4*g + t holds rows g and g+8 of a

@@ -9,6 +9,8 @@
 //   order); then for each chosen expert in selection order h[I] = weight *
 //   clampedSwiGLU(W1 x, W3 x) (warp per hidden row) and y += W2 h (warp per
 //   output channel), and last the shared expert (weight 1): y = sum_j y_j + s.
+//   Expert parallel (local_experts > 0): only the chosen experts of this
+//   rank's block are computed, and s is its slice of the shared expert.
 // Same op order as cpu::moe_forward with MoeOptions{} outside the dot
 // products (products, sums and the SwiGLU use _rn intrinsics so nothing is
 // fused); the dots differ from the CPU's sequential sums in order only.
@@ -170,7 +172,11 @@ __global__ void __launch_bounds__(kThreads) dense_moe_kernel(const DenseMoeParam
 
   const int64_t expert_stride = static_cast<int64_t>(I) * D;
   for (int j = 0; j < k; ++j) {
-    const int e = sel[j];
+    int e = sel[j];
+    if (p.local_experts > 0) {  // expert parallel: other ranks add their experts in the all-reduce
+      if (e < p.expert_begin || e >= p.expert_begin + p.local_experts) continue;
+      e -= p.expert_begin;
+    }
     expert(p.w1 + e * expert_stride, p.w3 + e * expert_stride, p.w2 + e * expert_stride, D, I, wsel[j],
            p.swiglu_limit, xs, h, vec4_d, vec4_i, yacc, nullptr, true);
   }

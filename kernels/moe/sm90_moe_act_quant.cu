@@ -90,6 +90,7 @@ __global__ void __launch_bounds__(kThreads) moe_act_quant_kernel(MoeParams p, in
        i += static_cast<size_t>(gridDim.x) * kThreads) {
     const int pair = static_cast<int>(i / blocks_per_row), blk = static_cast<int>(i % blocks_per_row);
     const int e = p.topk_ids[pair];
+    if (!moe_expert_is_local(p, e)) continue;  // expert parallel: another rank's pair
     const float s2 = n_partials > 0 ? dynamic_s2 : act_scale[(gemm - 1) * p.experts + e];
     const uint16_t* src = (gemm == 1 ? p.x + static_cast<size_t>(pair / p.top_k) * p.hidden
                                      : p.h + static_cast<size_t>(pair) * hs) + blk * 16;

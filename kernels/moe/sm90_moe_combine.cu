@@ -1,5 +1,6 @@
 // Combine: y[t] = sum_j w_j rows[t*k + j] + rows[T*k + t] (shared expert),
-// summed in fp32 in slot order then the shared row, like the CPU reference;
+// summed in fp32 in slot order then the shared row, like the CPU reference
+// (expert parallel: only the slots of local experts, MoeParams::local_experts);
 // written as bf16 and/or fp32. w_j = topk_w in W4A4 (the routing weight after
 // GEMM2, MoeParams::weight_after_gemm2), else 1 (GEMM1 already applied it;
 // 1 x v + acc rounds like v + acc, so W4A16 is unchanged bit for bit).
@@ -23,6 +24,8 @@ __global__ void moe_combine_kernel(MoeParams p) {
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int j = 0; j < p.top_k; ++j) {
       const size_t pair = static_cast<size_t>(t) * p.top_k + j;
+      // Expert parallel: another rank's slot is summed there (no id load when unsharded).
+      if (p.local_experts > 0 && !moe_expert_is_local(p, p.topk_ids[pair])) continue;
       const float w = p.weight_after_gemm2 ? p.topk_w[pair] : 1.0f;
       const float4 v = rows[pair * D4 + c4];
       acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;

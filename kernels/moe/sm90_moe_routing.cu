@@ -157,7 +157,8 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
       const int my_id = route_token(p, s_sc + static_cast<size_t>(tl) * E, s_bias, t, lane);
       if (lane < k) {
         if (ids_in_smem) s_ids[static_cast<size_t>(t) * k + lane] = my_id;
-        atomicAdd(&counts[my_id], 1);
+        // Expert parallel: only this rank's experts are counted (and scattered below).
+        if (moe_expert_is_local(p, my_id)) atomicAdd(&counts[my_id], 1);
       }
     }
   }
@@ -171,6 +172,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_and_permute_kernel(MoeP
   const int32_t* ids = ids_in_smem ? s_ids : p.topk_ids;
   for (int q = threadIdx.x; q < T * k; q += kSelectThreads) {
     const int e = ids[q];
+    if (!moe_expert_is_local(p, e)) continue;  // expert parallel: another rank's pair
     p.perm_pairs[offsets[e] + atomicAdd(&fill[e], 1)] = q;
   }
   if (p.shared_inter > 0)

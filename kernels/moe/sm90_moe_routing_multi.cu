@@ -157,7 +157,8 @@ __global__ void __launch_bounds__(kTopkThreads) route_topk_kernel(MoeParams p) {
   const int t = blockIdx.x * (kTopkThreads / 32) + (threadIdx.x >> 5);
   if (t >= p.tokens) return;
   const int my_id = route_token(p, p.scores + static_cast<size_t>(t) * p.experts, p.bias, t, lane);
-  if (lane < p.top_k) atomicAdd(&p.route_counts[my_id], 1);
+  // Expert parallel: only this rank's experts are counted (and scattered).
+  if (lane < p.top_k && moe_expert_is_local(p, my_id)) atomicAdd(&p.route_counts[my_id], 1);
 }
 
 // Offsets and tiles from the counts (every block scans them; block 0 writes
@@ -183,6 +184,7 @@ __global__ void __launch_bounds__(kScanThreads) route_permute_kernel(MoeParams p
   const int stride = gridDim.x * kScanThreads;
   for (int q = blockIdx.x * kScanThreads + threadIdx.x; q < T * k; q += stride) {
     const int e = p.topk_ids[q];
+    if (!moe_expert_is_local(p, e)) continue;  // expert parallel: another rank's pair
     p.perm_pairs[offsets[e] + atomicAdd(&fill[e], 1)] = q;
   }
   if (p.shared_inter > 0)

@@ -164,12 +164,13 @@ __device__ __forceinline__ void gemv_tile(const MoeParams& p, int e, int rt, int
     const uint16_t* s[2] = {nullptr, nullptr};
     k_loop<kMats, true, kMaxNt, 1>(w, s, KC, src_row, n_tiles, acc);
   } else {
-    const size_t blk = (size_t(e) * NT + rt) * KC;
+    const int le = moe_local_expert(p, e);  // weights hold the local experts only
+    const size_t blk = (size_t(le) * NT + rt) * KC;
     const uint32_t* w[2] = {(kMats == 2 ? p.w1 : p.w2) + blk * 32 * 4, p.w3 + blk * 32 * 4};
     const uint16_t* s[2] = {(kMats == 2 ? p.s1 : p.s2) + blk * 32, p.s3 + blk * 32};
     k_loop<kMats, false, kMaxNt, kStages>(w, s, KC, src_row, n_tiles, acc);
-    gscale[0] = kMats == 2 ? p.g1[e] : p.g2[e];
-    if (kMats == 2) gscale[1] = p.g3[e];
+    gscale[0] = kMats == 2 ? p.g1[le] : p.g2[le];
+    if (kMats == 2) gscale[1] = p.g3[le];
   }
 
   // Split-K reduction: warps 1.. park their partials, warp 0 adds them in order.

@@ -101,7 +101,7 @@ __device__ __forceinline__ void run_tile(const MoeParams& p, const TileCtx& tc, 
     wsrc[0] = (kMats == 2 ? p.sf1 : p.sf2) + off;
     if (kMats == 2) wsrc[1] = p.sf3 + off;
   } else {
-    const size_t blk = (size_t(tc.e) * (tc.N / 16) + rt) * KC;
+    const size_t blk = (size_t(moe_local_expert(p, tc.e)) * (tc.N / 16) + rt) * KC;  // local experts' weights
     wsrc[0] = (kMats == 2 ? p.w1 : p.w2) + blk * 32 * 4;
     ssrc[0] = (kMats == 2 ? p.s1 : p.s2) + blk * 32;
     if (kMats == 2) wsrc[1] = p.w3 + blk * 32 * 4, ssrc[1] = p.s3 + blk * 32;
@@ -291,8 +291,9 @@ __global__ void __launch_bounds__(Cfg<kMats, kWG>::kThreads, Cfg<kMats, kWG>::kM
   tc.gs0 = tc.gs1 = 1.0f;
   if (!shared) {
     const float act = p.act_scale != nullptr ? p.act_scale[(kMats == 2 ? 0 : p.experts) + tc.e] : 1.0f;
-    tc.gs0 = (kMats == 2 ? p.g1[tc.e] : p.g2[tc.e]) * act;
-    if (kMats == 2) tc.gs1 = p.g3[tc.e] * act;
+    const int le = moe_local_expert(p, tc.e);
+    tc.gs0 = (kMats == 2 ? p.g1[le] : p.g2[le]) * act;
+    if (kMats == 2) tc.gs1 = p.g3[le] * act;
   }
   __syncthreads();
   const uint32_t base = (smem_addr(dyn_smem) + 1023u) & ~1023u;  // swizzle atoms need 1024-byte alignment

@@ -304,7 +304,8 @@ class CommunicatorFactory {
 };
 // One rank per entry of `devices` (cuda: the device ids, each checked to
 // exist before any rank starts, so no rank waits in NCCL's init for one that
-// cannot start; cpu: only the count matters).
+// cannot start; distinct devices get NCCL, all the same device the
+// host-staged communicator (tests), a mix is an error; cpu: only the count matters).
 std::unique_ptr<CommunicatorFactory> make_communicator_factory(DeviceKind kind, const std::vector<int>& devices);
 
 // The backend of `kind` over an open checkpoint (kept open by the caller for

@@ -1,7 +1,8 @@
 // --devices / --ranks: the ranks a model is split over (docs/parallel.md),
 // shared by generate and serve. --devices N (or a list 0,1,3) runs one CUDA
-// device per rank; --ranks N runs N ranks of the chosen backend, on the CPU
-// as threads (so the sharded path can be tried without GPUs).
+// device per rank (NCCL); --ranks N runs N ranks of the chosen backend, on the
+// CPU as threads (so the sharded path can be tried without GPUs), on cuda all
+// on one GPU over host memory (a functional test of the split, not fast).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -20,7 +21,9 @@ struct RankArgs {
 
 inline void add_rank_options(CLI::App& app, RankArgs& a) {
   app.add_option("--devices", a.devices, "CUDA devices, one rank each: a count N (devices 0..N-1) or a list 0,1");
-  app.add_option("--ranks", a.ranks, "ranks to split the model over (with --device cpu: threads; default 1)");
+  app.add_option("--ranks", a.ranks,
+                 "ranks to split the model over (--device cpu: threads; --device cuda without --devices: all on one "
+                 "GPU, staged through host memory, for testing; default 1)");
 }
 
 // Sets options.ranks / devices (and cuda for --devices) from the typed values.

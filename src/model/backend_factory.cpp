@@ -1,4 +1,5 @@
 // make_backend: the one place that knows which backends are built.
+#include <algorithm>
 #include <string>
 
 #include "backend/backend.hpp"
@@ -10,6 +11,7 @@
 #include "backend/cuda/cuda_backend.hpp"
 #include "backend/cuda/device.hpp"
 #include "backend/cuda/nccl_communicator.hpp"
+#include "backend/cuda/staged_communicator.hpp"
 #endif
 
 namespace megamoe {
@@ -53,6 +55,15 @@ std::unique_ptr<CommunicatorFactory> make_communicator_factory(DeviceKind kind, 
   for (int d : devices)
     MEGAMOE_CHECK(d >= 0 && d < count, "--devices: device ", d, " does not exist (this machine has ", count,
                   " CUDA devices)");
+  // Every rank on one device: NCCL refuses that, the host-staged communicator
+  // serves it (tests and functional runs; its steps are not graph-captured).
+  const bool one_device =
+      ranks > 1 && std::all_of(devices.begin(), devices.end(), [&](int d) { return d == devices.front(); });
+  if (one_device) return cuda::make_staged_communicator_factory(ranks);
+  for (size_t i = 0; i < devices.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      MEGAMOE_CHECK(devices[i] != devices[j], "ranks on devices: device ", devices[i],
+                    " is used twice; give every rank its own device (NCCL) or put all on one (host-staged)");
   return cuda::make_nccl_communicator_factory(ranks);
 #else
   MEGAMOE_THROW("--devices: this build of megamoe has no CUDA backend (built without nvcc); --ranks runs the CPU "

@@ -1,7 +1,8 @@
 // Collectives between the ranks of a sharded model. A backend issues them as
 // ops on its own stream (so a CUDA graph captures them with the step), on
 // buffers in its own memory: host memory for the CPU's ThreadCommunicator,
-// device memory for NCCL (src/backend/cuda/nccl_communicator.hpp).
+// device memory for NCCL (src/backend/cuda/nccl_communicator.hpp) and for the
+// host-staged communicator of ranks sharing one device (staged_communicator.hpp).
 // Every rank must call the same collectives in the same order.
 #pragma once
 
@@ -24,6 +25,9 @@ class Communicator {
   // Wakes every rank blocked in (or later entering) a collective with an
   // error: a rank that failed mid-step calls it so the others do not wait forever.
   virtual void abort() = 0;
+  // Whether a CUDA graph can capture the collectives with the step (NCCL's
+  // can; the host-staged one of several ranks on one device waits on the host).
+  virtual bool graph_capturable() const { return true; }
 };
 
 }  // namespace megamoe

@@ -637,6 +637,108 @@ TEST_F(GpuMoe, BadTid2eidSetsErrorFlag) {
   EXPECT_TRUE(run(bad_token));
 }
 
+// Expert parallel (MoeLayerConfig::local_experts, docs/parallel.md): the op
+// split over `ranks` layers, each holding a contiguous block of experts and a
+// slice of the shared expert's intermediate rows, summed in rank order (what
+// the model's all-reduce does), against the whole op on the same input.
+// Every rank routes like the whole op (identical ids and weights); an
+// expert's pairs form the same tiles on its rank, so only the shared expert's
+// down projection (K split over ranks) and the combine reassociate fp32 sums:
+// bound relative L2 <= 1e-5 (a pair computed twice or dropped, or a wrong
+// expert offset, gives O(1e-1)).
+void check_expert_parallel(const Case& c, int ranks, MoePath path) {
+  ASSERT_EQ(c.E % ranks, 0);
+  ASSERT_EQ(c.Is % (64 * ranks), 0);
+  ASSERT_EQ(c.fp8_shared, 0);  // bf16 shared expert: sliced here by rows / columns
+  const Problem p = make_problem(c, c.T);
+  std::mt19937 rng(c.seed + 100);
+  std::vector<uint16_t> xb;
+  std::vector<float> xf;
+  random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
+  std::vector<int32_t> tokens(c.T);
+  for (int t = 0; t < c.T; ++t) tokens[t] = (t * 31 + 5) % std::max(p.vocab, 1);
+  DeviceInputs in(c.T, c.D);
+  in.x.upload(xb.data(), xb.size() * 2);
+  in.tokens.upload(tokens.data(), tokens.size() * 4);
+  megamoe::cuda::Stream stream;
+  auto run = [&](const MoeLayer& layer) {
+    MEGAMOE_CUDA_CHECK(cudaMemset(in.yf.get(), 0xff, in.yf.size()));  // poison: NaN
+    layer.forward(in.x.as<uint16_t>(), in.tokens.as<int32_t>(), c.T, in.y.as<uint16_t>(), in.yf.as<float>(),
+                  stream.get(), path);
+    stream.synchronize();
+    EXPECT_FALSE(layer.take_error_flag(stream.get()));
+    return download(layer, in, c.T, c.D, c.k);
+  };
+  const GpuRun whole = run(MoeLayer(p.config, p.host()));
+
+  const int64_t G = c.format == ExpertFormat::kMxfp4 ? 32 : 16, L = c.E / ranks, Isr = c.Is / ranks;
+  const size_t w13 = size_t(c.I) * c.D, w2 = size_t(c.D) * c.I;  // elements per expert
+  std::vector<float> sum(size_t(c.T) * c.D, 0.0f);
+  for (int r = 0; r < ranks; ++r) {
+    const int64_t e0 = r * L;
+    auto experts = [&](const std::vector<uint8_t>& v, size_t per) {
+      return std::span<const uint8_t>(v).subspan(e0 * per, L * per);
+    };
+    auto per_expert = [&](const std::vector<float>& v) {
+      return v.empty() ? std::span<const float>() : std::span<const float>(v).subspan(e0, L);
+    };
+    megamoe::cuda::MoeHostWeights h = p.host();
+    h.w1 = experts(p.w1, w13 / 2), h.w3 = experts(p.w3, w13 / 2), h.w2 = experts(p.w2, w2 / 2);
+    h.s1 = experts(p.s1, w13 / G), h.s3 = experts(p.s3, w13 / G), h.s2 = experts(p.s2, w2 / G);
+    h.g1 = per_expert(p.g1), h.g3 = per_expert(p.g3), h.g2 = per_expert(p.g2);
+    h.input_scale_w13 = per_expert(p.in_scale13), h.input_scale_w2 = per_expert(p.in_scale2);
+    // The shared expert's rows [r Isr, (r+1) Isr): gate/up rows, down columns.
+    const auto sw1 = std::span<const uint16_t>(p.sw1).subspan(r * Isr * c.D, Isr * c.D);
+    const auto sw3 = std::span<const uint16_t>(p.sw3).subspan(r * Isr * c.D, Isr * c.D);
+    std::vector<uint16_t> sw2(size_t(c.D) * Isr);
+    for (int d = 0; d < c.D; ++d)
+      std::copy_n(p.sw2.begin() + d * c.Is + r * Isr, Isr, sw2.begin() + d * Isr);
+    h.shared_w1 = sw1, h.shared_w3 = sw3, h.shared_w2 = sw2;
+    MoeLayerConfig config = p.config;
+    config.shared_inter = static_cast<int>(Isr);
+    config.expert_begin = static_cast<int>(e0), config.local_experts = static_cast<int>(L);
+    const GpuRun part = run(MoeLayer(config, h));
+    EXPECT_EQ(part.ids, whole.ids) << "rank " << r << " routes differently";
+    EXPECT_EQ(part.weights, whole.weights) << "rank " << r;
+    for (size_t i = 0; i < sum.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(part.y_f32[i])) << "rank " << r << " output " << i << " not written";
+      sum[i] += part.y_f32[i];
+    }
+  }
+  const double err = relative_l2(sum, whole.y_f32);
+  std::printf("[ info ] expert parallel over %d ranks (T=%d, E=%d): relative L2 vs whole %.3g\n", ranks, c.T, c.E,
+              err);
+  EXPECT_LE(err, 1e-5);
+}
+
+TEST_F(GpuMoe, ExpertParallelRanksSumToTheWholeOp) {
+  Case c;
+  c.E = 8, c.Is = 256, c.T = 37;  // 4 ranks: 64 shared rows each (the op's multiple)
+  for (MoePath path : {MoePath::kGemv, MoePath::kWgmma})
+    for (int ranks : {2, 4}) check_expert_parallel(c, ranks, path);
+  c.hash = true, c.bias = false, c.seed = 3;
+  check_expert_parallel(c, 2, MoePath::kAuto);
+  c.hash = false, c.bias = true, c.skew = true, c.T = 5;  // every token on rank 0's experts: rank 1 adds only shared
+  check_expert_parallel(c, 2, MoePath::kGemv);
+  c.skew = false, c.w4a4 = 2, c.T = 11, c.seed = 8;  // W4A4 with static scales
+  for (MoePath path : {MoePath::kGemv, MoePath::kWgmma}) check_expert_parallel(c, 2, path);
+  c.w4a4 = 0, c.T = 300, c.seed = 9;  // the wgmma path picked by size
+  check_expert_parallel(c, 2, MoePath::kAuto);
+  c.T = 700, c.seed = 10;  // large-T routing (T >= 512) must apply the local-expert filter as well
+  check_expert_parallel(c, 2, MoePath::kAuto);
+}
+
+TEST_F(GpuMoe, ExpertParallelBadRangesThrow) {
+  Case c;
+  c.w4a4 = 1;  // dynamic scales: GEMM2's is a max over every expert's hidden
+  Problem p = make_problem(c, 4);
+  MoeLayerConfig config = p.config;
+  config.local_experts = c.E;
+  EXPECT_THROW(MoeLayer(config, p.host()), megamoe::Error);
+  config.w4a4 = false, config.expert_begin = 4;  // [4, 12) of 8 experts
+  EXPECT_THROW(MoeLayer(config, p.host()), megamoe::Error);
+}
+
 TEST_F(GpuMoe, UnsupportedShapesThrow) {
   Case c;
   Problem p = make_problem(c, 4);

@@ -87,7 +87,7 @@ const float* f32(const DeviceBuffer& b) { return b.as<float>(); }
 class CudaBackend : public Backend {
  public:
   CudaBackend(const Checkpoint& checkpoint, const BackendOptions& options)
-      : config_(checkpoint.config()), options_(options) {
+      : config_(checkpoint.config()), options_(options), shard_(shard_layout(config_, options.shard)) {
     const ModelConfig& c = config_;
     if (options_.max_context <= 0) {
       options_.max_context = std::min<int64_t>(c.max_position_embeddings > 0 ? c.max_position_embeddings : 65536, 65536);
@@ -100,7 +100,8 @@ class CudaBackend : public Backend {
     MEGAMOE_CHECK(options_.max_step_rows <= (int64_t{1} << 24), "cuda: max_step_rows too large");
     MEGAMOE_CUDA_CHECK(cudaGetDevice(&device_));
     describe_ = "cuda: " + describe_device(device_);
-    model_ = load_device_model(checkpoint, options_.max_step_rows, options_.progress, options_.moe_activations);
+    model_ = load_device_model(checkpoint, options_.max_step_rows, options_.progress, options_.moe_activations,
+                               options_.shard);
     allocate_pools();
     reset_slot(scratch_slot());
     dsv4::RopeTable main(c.rope_main, c.rope_head_dim), compress(c.rope_compress, c.rope_head_dim);
@@ -299,7 +300,7 @@ class CudaBackend : public Backend {
     const DeviceLinear& w = linear_weight(key);
     kernels::LinearParams p;
     p.weight = w.view;
-    p.groups = key.role == LinearRole::kOa ? static_cast<int>(config_.o_groups) : 1;
+    p.groups = key.role == LinearRole::kOa ? static_cast<int>(shard_.groups.size()) : 1;  // this rank's groups
     const int64_t in = static_cast<int64_t>(w.view.in) * p.groups;
     MEGAMOE_CHECK(x.numel() % in == 0, "linear: input of ", x.numel(), " values is not rows of ", in);
     const int64_t rows = x.numel() / in;
@@ -419,7 +420,7 @@ class CudaBackend : public Backend {
     LayerPools& pools = pools_.at(layer);
     kernels::AttentionParams p;
     p.step = plan.meta;
-    p.heads = static_cast<int>(config_.num_heads);
+    p.heads = static_cast<int>(shard_.heads.size());  // this rank's heads
     p.head_dim = static_cast<int>(config_.head_dim);
     p.window = static_cast<int>(config_.sliding_window);
     p.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
@@ -472,7 +473,9 @@ class CudaBackend : public Backend {
     p.intermediate = static_cast<int>(config_.moe_intermediate_size);
     p.experts = static_cast<int>(config_.n_routed_experts);
     p.top_k = static_cast<int>(config_.num_experts_per_tok);
-    p.shared_inter = static_cast<int>(config_.n_shared_experts * config_.moe_intermediate_size);
+    p.shared_inter = static_cast<int>(shard_.shared.size());  // this rank's slice
+    if (options_.shard.sharded())
+      p.expert_begin = static_cast<int>(shard_.experts.begin), p.local_experts = static_cast<int>(shard_.experts.size());
     p.vocab = static_cast<int>(config_.vocab_size);
     p.routed_scaling = static_cast<float>(config_.routed_scaling_factor);
     p.swiglu_limit = static_cast<float>(config_.swiglu_limit);
@@ -574,10 +577,16 @@ class CudaBackend : public Backend {
     return times;
   }
 
-  bool can_record() const override { return true; }
+  // Not over a communicator that cannot be captured (host-staged ranks sharing a device).
+  bool can_record() const override {
+    return !options_.shard.sharded() || options_.communicator->graph_capturable();
+  }
 
   std::unique_ptr<StepGraph> record(const std::function<void()>& body) override {
     MEGAMOE_CHECK(!recording_, "cuda: record() inside a recording");
+    MEGAMOE_CHECK(can_record(), "cuda: rank ", options_.shard.rank, " of ", options_.shard.size,
+                  " shares its device with other ranks over the host-staged communicator, which a CUDA graph cannot "
+                  "capture (it waits on the host); its steps run eagerly (docs/parallel.md)");
     auto graph = std::make_unique<CudaGraph>();
     graph->pool = arena_.begin_private();  // kept by the graph
     recording_ = true;
@@ -847,6 +856,7 @@ class CudaBackend : public Backend {
 
   ModelConfig config_;
   BackendOptions options_;
+  ShardLayout shard_;  // this rank's heads, groups, experts, shared slice, vocabulary rows
   int device_ = 0;
   std::string describe_;
   Stream stream_;
@@ -874,9 +884,12 @@ std::unique_ptr<Backend> make_cuda_backend(const Checkpoint& checkpoint, const B
                 " does not exist (this machine has ", device_count(), ")");
   // Before the backend's members exist: its stream and buffers belong to the current device.
   MEGAMOE_CUDA_CHECK(cudaSetDevice(options.device));
-  MEGAMOE_CHECK(!options.shard.sharded(), "cuda: rank ", options.shard.rank, " of ", options.shard.size,
-                ": the CUDA loader does not load a shard of the weights yet (it uploads every head, expert and "
-                "vocabulary row, and the FP4 MoE op computes every expert); docs/parallel.md, 'Status'");
+  if (options.shard.sharded()) {
+    MEGAMOE_CHECK(options.communicator != nullptr && options.communicator->size() == options.shard.size &&
+                      options.communicator->rank() == options.shard.rank,
+                  "cuda backend: rank ", options.shard.rank, " of ", options.shard.size,
+                  " needs a communicator of that rank and size");
+  }
   return std::make_unique<CudaBackend>(checkpoint, options);
 }
 

@@ -50,7 +50,7 @@ struct DeviceLayer {
   std::optional<DeviceCompressor> compressor, indexer;
   DeviceLinear indexer_q_b, indexer_weights;
   std::unique_ptr<MoeLayer> moe;         // FP4 experts at supported widths
-  std::unique_ptr<DenseMoeWeights> dense_moe;  // otherwise
+  std::unique_ptr<DenseMoeWeights> dense_moe;  // otherwise (sharded: this rank's experts and shared slice)
   bool hashed = false;
 };
 
@@ -67,7 +67,13 @@ struct DeviceModel {
 // W4A4 (moe_activations) sets up the FP4 MoE op's NVFP4-activation mode with
 // the checkpoint's input_scale; it throws for experts that are not NVFP4 or
 // that would run on the dense fallback (which has no W4A4 mode).
+// shard: load only that rank's part (parallel/shard.hpp), as the CPU loader
+// computes it: its heads' q_b rows and sinks, its o_a groups and o_b columns,
+// its routed experts, its shared-expert slice and lm_head vocabulary rows, all
+// in their stored formats (FP8 block-128 slices on whole scale tiles, else an
+// error naming the tensor); everything else whole.
 DeviceModel load_device_model(const Checkpoint& checkpoint, int64_t max_tokens, bool progress,
-                              MoeActivationFormat moe_activations = MoeActivationFormat::kW4A16);
+                              MoeActivationFormat moe_activations = MoeActivationFormat::kW4A16,
+                              const ShardSpec& shard = {});
 
 }  // namespace megamoe::cuda

@@ -39,8 +39,10 @@ Model::Model(std::unique_ptr<Checkpoint> checkpoint, const ModelOptions& options
     backends_.front() = make_backend(options.device, *checkpoint_, bo);
     return;
   }
+  // No device list: every rank on backend.device (cuda: over the host-staged
+  // communicator, docs/parallel.md; cpu: the ids do not matter).
   std::vector<int> devices = options.devices;
-  for (int64_t r = static_cast<int64_t>(devices.size()); r < ranks; ++r) devices.push_back(static_cast<int>(r));
+  if (devices.empty()) devices.assign(static_cast<size_t>(ranks), options.backend.device);
   communicators_ = make_communicator_factory(options.device, devices);  // checks the devices exist
   CommunicatorFactory* comms = communicators_.get();
   threads_ = std::make_unique<RankThreads>(ranks, [comms] { comms->abort(); });

@@ -61,10 +61,12 @@ struct ModelOptions {
   DeviceKind device = DeviceKind::kCpu;
   BackendOptions backend;  // shard, communicator and device are set per rank by the model
   // Ranks the model is split over (docs/parallel.md), each with its own
-  // backend and thread: cpu: threads over a ThreadCommunicator; cuda: one
-  // device per rank with NCCL between them.
+  // backend and thread: cpu: threads over a ThreadCommunicator; cuda with
+  // `devices`: one device per rank with NCCL between them; cuda without:
+  // every rank on backend.device over the host-staged communicator (tests on
+  // one GPU; steps not graph-captured).
   int64_t ranks = 1;
-  std::vector<int> devices;  // cuda: each rank's device (empty: 0 .. ranks - 1); when set, ranks = its size
+  std::vector<int> devices;  // cuda: each rank's device, all distinct; when set, ranks = its size
 };
 
 class Model {

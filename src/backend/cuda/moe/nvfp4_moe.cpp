@@ -35,10 +35,17 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   MEGAMOE_CHECK(c.top_k > 0 && c.top_k <= std::min(32, c.experts), "MoeLayer: top_k ", c.top_k,
                 " must be in [1, min(32, experts)]");
   MEGAMOE_CHECK(c.max_tokens > 0, "MoeLayer: max_tokens must be > 0");
-  const size_t D = c.hidden, I = c.intermediate, E = c.experts, Is = c.shared_inter, k = c.top_k;
+  MEGAMOE_CHECK(c.local_experts >= 0 && c.expert_begin >= 0 && c.expert_begin + c.local_experts <= c.experts &&
+                    (c.local_experts > 0 || c.expert_begin == 0),
+                "MoeLayer: local experts [", c.expert_begin, ", ", c.expert_begin + c.local_experts,
+                ") are not a range of the ", c.experts, " experts");
+  const size_t D = c.hidden, I = c.intermediate, Is = c.shared_inter, k = c.top_k;
+  const size_t E_router = c.experts;  // the router scores every expert
+  const size_t E = c.local_experts > 0 ? c.local_experts : c.experts;  // the experts whose weights are held
   const size_t G = c.format == ExpertFormat::kMxfp4 ? 32 : 16;
-  check_size(w.gate.size(), E * D, "gate");
-  MEGAMOE_CHECK(w.bias.empty() || w.bias.size() == E, "MoeLayer: bias has ", w.bias.size(), " values, expected ", E);
+  check_size(w.gate.size(), E_router * D, "gate");
+  MEGAMOE_CHECK(w.bias.empty() || w.bias.size() == E_router, "MoeLayer: bias has ", w.bias.size(),
+                " values, expected ", E_router);
   MEGAMOE_CHECK(w.tid2eid.size() % k == 0, "MoeLayer: tid2eid size is not a multiple of top_k");
   check_size(w.w1.size(), E * I * D / 2, "w1");
   check_size(w.w3.size(), E * I * D / 2, "w3");
@@ -94,7 +101,7 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   auto put = [&](std::span<const uint8_t> q, std::span<const uint8_t> s, std::span<const float> g, int rows, int cols,
                  const char* name, DeviceBuffer& wq, DeviceBuffer& sq, DeviceBuffer& gq) {
     const RepackedMatrix r = repack_fp4_matrix(q, s, c.format == ExpertFormat::kMxfp4 ? std::span<const float>() : g,
-                                               c.experts, rows, cols, c.format, name);
+                                               static_cast<int>(E), rows, cols, c.format, name);
     wq = upload(std::span<const uint32_t>(r.codes));
     sq = upload(std::span<const uint16_t>(r.scales));
     gq = upload(std::span<const float>(r.epilogue));
@@ -110,7 +117,7 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   sw1_ = upload(shared_w1), sw3_ = upload(shared_w3), sw2_ = upload(shared_w2);
 
   const size_t T = c.max_tokens, pairs = T * (k + 1), hs = std::max(I, Is);
-  scores_ = DeviceBuffer(T * E * sizeof(float));
+  scores_ = DeviceBuffer(T * E_router * sizeof(float));
   topk_ids_ = DeviceBuffer(T * k * sizeof(int32_t));
   topk_w_ = DeviceBuffer(T * k * sizeof(float));
   perm_ = DeviceBuffer(pairs * sizeof(int32_t));
@@ -121,14 +128,19 @@ MoeLayer::MoeLayer(const MoeLayerConfig& c, const MoeHostWeights& w) : config_(c
   h_ = DeviceBuffer(pairs * hs * sizeof(uint16_t));
   rows_ = DeviceBuffer(pairs * D * sizeof(float));
   error_flag_ = DeviceBuffer(sizeof(int32_t));
-  route_counts_ = DeviceBuffer(2 * (E + 1) * sizeof(int32_t));
+  route_counts_ = DeviceBuffer(2 * (E_router + 1) * sizeof(int32_t));  // indexed by global expert ids
   if (c.w4a4) {
     xq_ = DeviceBuffer(T * k * D * sizeof(uint16_t));
     amax_partials_ = DeviceBuffer(kernels::kMoeActAmaxPartials * sizeof(uint32_t));
     dynamic_scale13_ = w.input_scale_w13.empty(), dynamic_scale2_ = w.input_scale_w2.empty();
-    std::vector<float> scales(2 * E, 1.0f);  // dynamic slots are written by each forward
-    std::copy(w.input_scale_w13.begin(), w.input_scale_w13.end(), scales.begin());
-    std::copy(w.input_scale_w2.begin(), w.input_scale_w2.end(), scales.begin() + E);
+    // [2, E_router] by global expert id (the kernels index it so); a shard
+    // fills its own experts' slots, dynamic slots are written by each forward.
+    MEGAMOE_CHECK(c.local_experts == 0 || !w.input_scale_w2.empty(), "MoeLayer: W4A4 over ", c.local_experts,
+                  " local experts needs the checkpoint's static input_scale for w2: a dynamic scale is the max over "
+                  "every expert's hidden, which one rank does not have");
+    std::vector<float> scales(2 * E_router, 1.0f);
+    std::copy(w.input_scale_w13.begin(), w.input_scale_w13.end(), scales.begin() + c.expert_begin);
+    std::copy(w.input_scale_w2.begin(), w.input_scale_w2.end(), scales.begin() + E_router + c.expert_begin);
     act_scale_ = upload(std::span<const float>(scales));
   }
   MEGAMOE_CUDA_CHECK(cudaMemset(error_flag_.get(), 0, sizeof(int32_t)));
@@ -172,6 +184,7 @@ kernels::MoeParams MoeLayer::params(const uint16_t* x, const int32_t* token_ids,
   kernels::MoeParams p;
   p.hidden = c.hidden, p.intermediate = c.intermediate, p.shared_inter = c.shared_inter;
   p.experts = c.experts, p.top_k = c.top_k, p.tokens = tokens, p.vocab = vocab_;
+  p.expert_begin = c.expert_begin, p.local_experts = c.local_experts;
   p.routed_scaling = c.routed_scaling, p.swiglu_limit = c.swiglu_limit, p.format = c.format;
   p.tile_m = path_tile_m(choose_path(tokens, path));
   // Tiles: routed sum_e ceil(c_e/m) <= ceil(Tk/m) + min(E, Tk); shared ceil(T/m).

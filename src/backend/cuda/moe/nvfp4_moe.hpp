@@ -26,7 +26,7 @@ struct MoeLayerConfig {
   int hidden = 0;        // D, multiple of 64
   int intermediate = 0;  // I, multiple of 64
   int shared_inter = 0;  // I_s (multiple of 64), 0 = no shared expert
-  int experts = 0;       // E <= 1024
+  int experts = 0;       // E <= 1024 (the router's width)
   int top_k = 0;         // k <= min(32, E)
   int max_tokens = 0;    // largest T of any forward (sizes the workspace)
   float routed_scaling = 1.0f;
@@ -36,9 +36,19 @@ struct MoeLayerConfig {
   // (NVFP4 x NVFP4 math, parity with Blackwell deployments; NVFP4 experts
   // only). Default false: W4A16, bf16 activations.
   bool w4a4 = false;
+  // Expert parallel (docs/parallel.md): this layer holds and computes the
+  // routed experts [expert_begin, expert_begin + local_experts) only; routing
+  // stays over all E (the same top-k as unsharded) and the combine sums the
+  // local experts' rows plus the (sliced) shared expert. 0 = all E.
+  // (Last, so positional initialisers of the fields above stay valid.)
+  int expert_begin = 0;
+  int local_experts = 0;
 };
 
-// Host copies of the layer's tensors in their checkpoint formats.
+// Host copies of the layer's tensors in their checkpoint formats. The routed
+// experts' arrays (w*, s*, g*, input_scale_*) hold the local experts only when
+// MoeLayerConfig::local_experts > 0 ("E" below is then that count); the
+// router (gate, bias, tid2eid) always covers all E.
 struct MoeHostWeights {
   std::span<const uint16_t> gate;     // [E, D] bf16 bits
   std::span<const float> bias;        // [E] or empty
