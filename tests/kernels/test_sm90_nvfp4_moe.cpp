@@ -644,8 +644,9 @@ TEST_F(GpuMoe, BadTid2eidSetsErrorFlag) {
 // Every rank routes like the whole op (identical ids and weights); an
 // expert's pairs form the same tiles on its rank, so only the shared expert's
 // down projection (K split over ranks) and the combine reassociate fp32 sums:
-// bound relative L2 <= 1e-5 (a pair computed twice or dropped, or a wrong
-// expert offset, gives O(1e-1)).
+// bound relative L2 <= 1e-6, about 5x the largest measured on the H200
+// (1.87e-7, 2026-12-02; a pair computed twice or dropped, or a wrong expert
+// offset, gives O(1e-1)).
 void check_expert_parallel(const Case& c, int ranks, MoePath path) {
   ASSERT_EQ(c.E % ranks, 0);
   ASSERT_EQ(c.Is % (64 * ranks), 0);
@@ -708,7 +709,7 @@ void check_expert_parallel(const Case& c, int ranks, MoePath path) {
   const double err = relative_l2(sum, whole.y_f32);
   std::printf("[ info ] expert parallel over %d ranks (T=%d, E=%d): relative L2 vs whole %.3g\n", ranks, c.T, c.E,
               err);
-  EXPECT_LE(err, 1e-5);
+  EXPECT_LE(err, 1e-6);
 }
 
 TEST_F(GpuMoe, ExpertParallelRanksSumToTheWholeOp) {
