@@ -302,30 +302,46 @@ double relative_l2(const std::vector<float>& got, const std::vector<float>& want
   return std::sqrt(num / std::max(den, 1e-300));
 }
 
-// Runs one case on the GPU and checks it against the CPU reference.
-void check_case(const Case& c, MoePath path) {
-  const Problem p = make_problem(c, c.T);
-  const MoeLayer layer(p.config, p.host());
-  std::mt19937 rng(c.seed + 100);
+// A case's seeded input, uploaded: x (bf16, and its values in fp32) and token ids.
+struct CaseInput {
   std::vector<uint16_t> xb;
   std::vector<float> xf;
-  random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
-  std::vector<int32_t> tokens(c.T);
-  for (int t = 0; t < c.T; ++t) tokens[t] = (t * 31 + 5) % std::max(p.vocab, 1);
+  std::vector<int32_t> tokens;
+};
 
-  DeviceInputs in(c.T, c.D);
-  in.x.upload(xb.data(), xb.size() * 2);
-  in.tokens.upload(tokens.data(), tokens.size() * 4);
+CaseInput upload_case_input(const Case& c, int vocab, DeviceInputs& in) {
+  CaseInput input;
+  std::mt19937 rng(c.seed + 100);
+  random_bf16(rng, size_t(c.T) * c.D, 1.0f, input.xb, input.xf);
+  input.tokens.resize(c.T);
+  for (int t = 0; t < c.T; ++t) input.tokens[t] = (t * 31 + 5) % std::max(vocab, 1);
+  in.x.upload(input.xb.data(), input.xb.size() * 2);
+  in.tokens.upload(input.tokens.data(), input.tokens.size() * 4);
+  return input;
+}
+
+// One eager forward into a poisoned (NaN) fp32 output; it must raise no error flag.
+GpuRun run_layer(const MoeLayer& layer, DeviceInputs& in, const Case& c, MoePath path, megamoe::cuda::Stream& stream) {
   MEGAMOE_CUDA_CHECK(cudaMemset(in.yf.get(), 0xff, in.yf.size()));  // poison: NaN
-  megamoe::cuda::Stream stream;
   layer.forward(in.x.as<uint16_t>(), in.tokens.as<int32_t>(), c.T, in.y.as<uint16_t>(), in.yf.as<float>(),
                 stream.get(), path);
   stream.synchronize();
   EXPECT_FALSE(layer.take_error_flag(stream.get()));
-  const GpuRun g = download(layer, in, c.T, c.D, c.k);
+  return download(layer, in, c.T, c.D, c.k);
+}
+
+// Runs one case on the GPU and checks it against the CPU reference.
+void check_case(const Case& c, MoePath path) {
+  const Problem p = make_problem(c, c.T);
+  const MoeLayer layer(p.config, p.host());
+  DeviceInputs in(c.T, c.D);
+  const CaseInput input = upload_case_input(c, p.vocab, in);
+  const std::vector<float>& xf = input.xf;
+  megamoe::cuda::Stream stream;
+  const GpuRun g = run_layer(layer, in, c, path, stream);
 
   const megamoe::cpu::MoeWeights cw = p.cpu_weights();
-  expect_routing_matches_cpu(c, p, xf, tokens, g);
+  expect_routing_matches_cpu(c, p, xf, input.tokens, g);
   // Expert math with the GPU's routing, roundings emulated.
   megamoe::cpu::Routing used{c.T, c.k, g.ids, g.weights};
   megamoe::cpu::MoeOptions opt;
@@ -652,24 +668,10 @@ void check_expert_parallel(const Case& c, int ranks, MoePath path) {
   ASSERT_EQ(c.Is % (64 * ranks), 0);
   ASSERT_EQ(c.fp8_shared, 0);  // bf16 shared expert: sliced here by rows / columns
   const Problem p = make_problem(c, c.T);
-  std::mt19937 rng(c.seed + 100);
-  std::vector<uint16_t> xb;
-  std::vector<float> xf;
-  random_bf16(rng, size_t(c.T) * c.D, 1.0f, xb, xf);
-  std::vector<int32_t> tokens(c.T);
-  for (int t = 0; t < c.T; ++t) tokens[t] = (t * 31 + 5) % std::max(p.vocab, 1);
   DeviceInputs in(c.T, c.D);
-  in.x.upload(xb.data(), xb.size() * 2);
-  in.tokens.upload(tokens.data(), tokens.size() * 4);
+  upload_case_input(c, p.vocab, in);
   megamoe::cuda::Stream stream;
-  auto run = [&](const MoeLayer& layer) {
-    MEGAMOE_CUDA_CHECK(cudaMemset(in.yf.get(), 0xff, in.yf.size()));  // poison: NaN
-    layer.forward(in.x.as<uint16_t>(), in.tokens.as<int32_t>(), c.T, in.y.as<uint16_t>(), in.yf.as<float>(),
-                  stream.get(), path);
-    stream.synchronize();
-    EXPECT_FALSE(layer.take_error_flag(stream.get()));
-    return download(layer, in, c.T, c.D, c.k);
-  };
+  auto run = [&](const MoeLayer& layer) { return run_layer(layer, in, c, path, stream); };
   const GpuRun whole = run(MoeLayer(p.config, p.host()));
 
   const int64_t G = c.format == ExpertFormat::kMxfp4 ? 32 : 16, L = c.E / ranks, Isr = c.Is / ranks;
