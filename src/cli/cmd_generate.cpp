@@ -157,7 +157,9 @@ int generate_text(const Args& a) {
   megamoe::TextSinks sinks;
   sinks.answer = [](std::string_view t) { write_out(stdout, t); };
   sinks.reasoning = [](std::string_view t) { write_out(stderr, t); };
-  sinks.tool_call = [](const megamoe::text::ToolCall& call) {
+  sinks.tool_call = [](const megamoe::text::OutputEvent& e) {
+    if (e.kind != megamoe::text::OutputEvent::Kind::kToolCallEnd) return;  // printed whole
+    const megamoe::text::ToolCall& call = e.tool_call;
     const nlohmann::ordered_json j = {{"tool_call", {{"name", call.name}, {"arguments", call.arguments}}}};
     write_out(stdout, "\n" + j.dump() + "\n");
   };

@@ -110,8 +110,11 @@ void TextStreamer::route(const std::string& delta, bool at_end) {
       case text::OutputEvent::Kind::kContent:
         if (sinks_.answer) sinks_.answer(e.text);
         break;
-      case text::OutputEvent::Kind::kToolCall:
-        if (sinks_.tool_call) sinks_.tool_call(e.tool_call);
+      case text::OutputEvent::Kind::kToolCallBegin:
+      case text::OutputEvent::Kind::kToolCallArguments:
+      case text::OutputEvent::Kind::kToolCallEnd:
+      case text::OutputEvent::Kind::kToolCallAbort:
+        if (sinks_.tool_call) sinks_.tool_call(e);
         break;
       case text::OutputEvent::Kind::kEnd:
         break;

@@ -49,11 +49,13 @@ void check_prompt_fits_model(std::span<const int32_t> prompt, const text::Tokeni
                              int64_t model_vocab_size, const std::string& tokenizer_name);
 
 // Where streamed text goes. Raw mode sends all text to `answer`; chat mode
-// splits it into reasoning, answer and complete tool calls.
+// splits it into reasoning, answer and tool calls, which arrive as they are
+// generated: the kToolCallBegin, kToolCallArguments, kToolCallEnd (the whole
+// call) and kToolCallAbort events of text/output_event.hpp.
 struct TextSinks {
   std::function<void(std::string_view)> answer;
   std::function<void(std::string_view)> reasoning;
-  std::function<void(const text::ToolCall&)> tool_call;
+  std::function<void(const text::OutputEvent&)> tool_call;
 };
 
 struct TextStreamOptions {

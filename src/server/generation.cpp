@@ -22,22 +22,45 @@ Generation::Generation(const text::Tokenizer& tokenizer, TextStreamOptions optio
   TextSinks sinks;
   sinks.answer = [this](std::string_view t) { add(Delta{Delta::Kind::kContent, std::string(t), {}, 0}); };
   sinks.reasoning = [this](std::string_view t) { add(Delta{Delta::Kind::kReasoning, std::string(t), {}, 0}); };
-  sinks.tool_call = [this](const text::ToolCall& c) { add(Delta{Delta::Kind::kToolCall, {}, c, tool_calls_++}); };
+  sinks.tool_call = [this](const text::OutputEvent& e) { on_tool_event(e); };
   streamer_ = std::make_unique<TextStreamer>(tokenizer, std::move(options), std::move(sinks));
 }
 
 // Called with mu_ held (from the streamer's sinks).
 void Generation::add(Delta d) {
+  using Kind = Delta::Kind;
+  const bool text = d.kind == Kind::kReasoning || d.kind == Kind::kContent || d.kind == Kind::kToolCallArguments;
+  if (text && d.text.empty()) return;
   auto merge = [&](std::vector<Delta>& list) {
-    if (d.kind != Delta::Kind::kToolCall && !list.empty() && list.back().kind == d.kind) {
+    if (text && !list.empty() && list.back().kind == d.kind && list.back().tool_index == d.tool_index) {
       list.back().text += d.text;
     } else {
       list.push_back(d);
     }
   };
-  if (d.kind != Delta::Kind::kToolCall && d.text.empty()) return;
   merge(pending_.deltas);
-  merge(all_);
+  if (d.kind == Kind::kReasoning || d.kind == Kind::kContent || d.kind == Kind::kToolCallEnd) merge(all_);
+}
+
+void Generation::on_tool_event(const text::OutputEvent& e) {
+  using Kind = text::OutputEvent::Kind;
+  switch (e.kind) {
+    case Kind::kToolCallBegin:
+      add(Delta{Delta::Kind::kToolCallBegin, {}, e.tool_call, tool_calls_begun_++});
+      break;
+    case Kind::kToolCallArguments:
+      add(Delta{Delta::Kind::kToolCallArguments, e.text, {}, tool_calls_begun_ - 1});
+      break;
+    case Kind::kToolCallEnd:
+      ++tool_calls_;
+      add(Delta{Delta::Kind::kToolCallEnd, {}, e.tool_call, tool_calls_begun_ - 1});
+      break;
+    case Kind::kToolCallAbort:
+      add(Delta{Delta::Kind::kToolCallAbort, {}, {}, tool_calls_begun_ - 1});
+      break;
+    default:
+      break;
+  }
 }
 
 TokenLogprob Generation::logprob_entry(int32_t id, float logprob) const {
@@ -75,6 +98,7 @@ void Generation::on_end(EndReason reason, const std::string& error) {
     } catch (const std::exception&) {
     }
     truncated_ = streamer_->truncated();
+    tool_call_error_ = streamer_->parse_error();
     matched_stop_ = streamer_->matched_stop();
     reason_ = reason;
     error_ = error;
@@ -99,6 +123,11 @@ void Generation::cancel() { job_->cancel(); }
 std::string Generation::matched_stop() const {
   std::lock_guard<std::mutex> lock(mu_);
   return matched_stop_;
+}
+
+std::string Generation::tool_call_error() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return tool_call_error_;
 }
 
 double Generation::ttft_seconds() const {

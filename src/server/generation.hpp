@@ -18,12 +18,16 @@
 
 namespace megamoe::server {
 
+// A tool call streams as kToolCallBegin, kToolCallArguments fragments, then
+// kToolCallEnd (the whole call) or kToolCallAbort (its block was malformed or
+// cut off; fragments already out stay out). Only text and kToolCallEnd make
+// the non-streamed reply (all_deltas).
 struct Delta {
-  enum class Kind { kReasoning, kContent, kToolCall };
+  enum class Kind { kReasoning, kContent, kToolCallBegin, kToolCallArguments, kToolCallEnd, kToolCallAbort };
   Kind kind;
-  std::string text;        // kReasoning / kContent
-  text::ToolCall call;     // kToolCall
-  int64_t tool_index = 0;  // kToolCall: 0, 1, ... in order
+  std::string text;        // kReasoning / kContent / kToolCallArguments
+  text::ToolCall call;     // kToolCallBegin: the name; kToolCallEnd: the whole call
+  int64_t tool_index = 0;  // tool-call kinds: 0, 1, ... in the order calls begin
 };
 
 struct TokenLogprob {
@@ -36,7 +40,7 @@ struct TokenLogprob {
 
 // What arrived since the last take().
 struct Batch {
-  std::vector<Delta> deltas;  // consecutive text of one kind merged
+  std::vector<Delta> deltas;  // consecutive text of one kind (or one call's arguments) merged
   std::vector<TokenLogprob> logprobs;
   bool ended = false;
 };
@@ -58,13 +62,14 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // Valid once ended (a take() returned ended).
   EndReason reason() const { return reason_; }
   const std::string& error() const { return error_; }
-  int64_t tool_calls() const { return tool_calls_; }
+  int64_t tool_calls() const { return tool_calls_; }  // complete ones
+  std::string tool_call_error() const;  // a malformed tool-call block's, if any
   std::string matched_stop() const;  // "" unless a stop string ended it
   bool truncated() const { return truncated_; }
   int64_t completion_tokens() const { return job_->generated; }
   int64_t prompt_tokens() const { return static_cast<int64_t>(job_->params.prompt.size()); }
   double ttft_seconds() const;
-  // Everything, for non-streamed replies (merged per kind in arrival order).
+  // Text and whole tool calls, for non-streamed replies (merged per kind in arrival order).
   const std::vector<Delta>& all_deltas() const { return all_; }
   const std::vector<TokenLogprob>& all_logprobs() const { return all_logprobs_; }
   // OpenAI's finish_reason: stop, length, tool_calls.
@@ -74,6 +79,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   bool on_token(const TokenOut& t);
   void on_end(EndReason reason, const std::string& error);
   void add(Delta d);
+  void on_tool_event(const text::OutputEvent& e);
   TokenLogprob logprob_entry(int32_t id, float logprob) const;
 
   const text::Tokenizer& tokenizer_;
@@ -90,6 +96,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
   EndReason reason_ = EndReason::kLength;
   std::string error_;
   int64_t tool_calls_ = 0;
+  int64_t tool_calls_begun_ = 0;
+  std::string tool_call_error_;
   bool truncated_ = false;
   std::string matched_stop_;
 };

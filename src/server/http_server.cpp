@@ -167,9 +167,16 @@ void Server::log_request(const std::string& id, const std::string& path, int sta
   if (!finish.empty()) metrics_.count_request(finish);
   if (!options_.log_requests) return;
   const double ttft = g ? g->ttft_seconds() * 1000.0 : -1.0;
-  std::fprintf(stderr, "megamoe serve: %s %s status=%d in=%lld out=%lld ttft_ms=%.1f dur_ms=%.1f finish=%s\n",
+  // A malformed tool-call block is not an error of the reply (its calls so far
+  // went out; the rest was dropped), but the log says so.
+  const std::string tool_error =
+      g && !g->tool_call_error().empty()
+          ? " tool_call_error=" + json(g->tool_call_error()).dump(-1, ' ', false, json::error_handler_t::replace)
+          : "";
+  std::fprintf(stderr, "megamoe serve: %s %s status=%d in=%lld out=%lld ttft_ms=%.1f dur_ms=%.1f finish=%s%s\n",
                id.c_str(), path.c_str(), status, static_cast<long long>(g ? g->prompt_tokens() : 0),
-               static_cast<long long>(g ? g->completion_tokens() : 0), ttft, ms, finish.empty() ? "-" : finish.c_str());
+               static_cast<long long>(g ? g->completion_tokens() : 0), ttft, ms, finish.empty() ? "-" : finish.c_str(),
+               tool_error.c_str());
 }
 
 void Server::handle_generation(const httplib::Request& req, httplib::Response& res, int api_int) {

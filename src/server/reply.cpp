@@ -73,7 +73,9 @@ class OpenAiFormat : public ReplyFormat {
     std::string out;
     json logprobs = batch.logprobs.empty() ? json() : logprobs_json(batch.logprobs);
     for (const Delta& d : batch.deltas) {
-      out += sse_data(chunk(delta_json(d), logprobs, json()));
+      const json delta = delta_json(d);
+      if (delta.is_null()) continue;  // a call's end: its deltas said it all
+      out += sse_data(chunk(delta, logprobs, json()));
       logprobs = json();  // attached to the first chunk of the batch
     }
     if (!logprobs.is_null()) out += sse_data(chunk(delta_json(Delta{Delta::Kind::kContent, "", {}, 0}), logprobs, json()));
@@ -106,7 +108,11 @@ class OpenAiFormat : public ReplyFormat {
       for (const Delta& d : g.all_deltas()) {
         if (d.kind == Delta::Kind::kContent) content += d.text;
         if (d.kind == Delta::Kind::kReasoning) reasoning += d.text;
-        if (d.kind == Delta::Kind::kToolCall) calls.push_back(tool_call_json(d, false));
+        if (d.kind == Delta::Kind::kToolCallEnd) {
+          calls.push_back(json{{"id", tool_call_id()},
+                               {"type", "function"},
+                               {"function", {{"name", d.call.name}, {"arguments", d.call.arguments}}}});
+        }
       }
       json message = {{"role", "assistant"}, {"content", calls.empty() || !content.empty() ? json(content) : json()}};
       if (!reasoning.empty()) message["reasoning_content"] = reasoning;
@@ -115,7 +121,7 @@ class OpenAiFormat : public ReplyFormat {
     } else {
       std::string text;
       for (const Delta& d : g.all_deltas()) {
-        if (d.kind != Delta::Kind::kToolCall) text += d.text;
+        if (d.kind == Delta::Kind::kContent || d.kind == Delta::Kind::kReasoning) text += d.text;
       }
       choice["text"] = text;
     }
@@ -136,19 +142,29 @@ class OpenAiFormat : public ReplyFormat {
     return info_.api == Api::kChat ? chat_logprobs(list) : completion_logprobs(list, text_offset_);
   }
 
-  json tool_call_json(const Delta& d, bool streamed) {
-    json call;
-    if (streamed) call["index"] = d.tool_index;
-    call["id"] = "call_" + random_hex(24);
-    call["type"] = "function";
-    call["function"] = json{{"name", d.call.name}, {"arguments", d.call.arguments}};
-    return call;
-  }
+  static std::string tool_call_id() { return "call_" + random_hex(24); }
 
+  // A call's first delta names it (arguments ""), the next ones carry only
+  // argument fragments; null for the kinds that send nothing.
   json delta_json(const Delta& d) {
-    if (d.kind == Delta::Kind::kReasoning) return json{{"reasoning_content", d.text}};
-    if (d.kind == Delta::Kind::kToolCall) return json{{"tool_calls", json::array({tool_call_json(d, true)})}};
-    return json{{"content", d.text}};
+    switch (d.kind) {
+      case Delta::Kind::kReasoning:
+        return json{{"reasoning_content", d.text}};
+      case Delta::Kind::kContent:
+        return json{{"content", d.text}};
+      case Delta::Kind::kToolCallBegin:
+        return json{{"tool_calls", json::array({json{{"index", d.tool_index},
+                                                     {"id", tool_call_id()},
+                                                     {"type", "function"},
+                                                     {"function", {{"name", d.call.name}, {"arguments", ""}}}}})}};
+      case Delta::Kind::kToolCallArguments:
+        return json{{"tool_calls",
+                     json::array({json{{"index", d.tool_index}, {"function", {{"arguments", d.text}}}}})}};
+      case Delta::Kind::kToolCallEnd:
+      case Delta::Kind::kToolCallAbort:
+        break;
+    }
+    return json();
   }
 
   // One chunk: a chat delta (object) or completion text (the delta's content).
@@ -203,15 +219,22 @@ class AnthropicFormat : public ReplyFormat {
   std::string stream_batch(const Batch& batch) override {
     std::string out;
     for (const Delta& d : batch.deltas) {
-      if (d.kind == Delta::Kind::kToolCall) {
+      // A tool_use block: started empty, its input as input_json_delta fragments.
+      if (d.kind == Delta::Kind::kToolCallBegin) {
         out += close_block();
         json block = {{"type", "tool_use"}, {"id", "toolu_" + random_hex(24)}, {"name", d.call.name}, {"input", json::object()}};
         out += sse_event("content_block_start", json{{"type", "content_block_start"}, {"index", index_}, {"content_block", block}});
+        open_ = "tool_use";
+        continue;
+      }
+      if (d.kind == Delta::Kind::kToolCallArguments) {
         out += sse_event("content_block_delta",
                          json{{"type", "content_block_delta"},
                               {"index", index_},
-                              {"delta", {{"type", "input_json_delta"}, {"partial_json", d.call.arguments}}}});
-        open_ = "tool_use";
+                              {"delta", {{"type", "input_json_delta"}, {"partial_json", d.text}}}});
+        continue;
+      }
+      if (d.kind == Delta::Kind::kToolCallEnd || d.kind == Delta::Kind::kToolCallAbort) {
         out += close_block();
         continue;
       }
@@ -248,7 +271,7 @@ class AnthropicFormat : public ReplyFormat {
     for (const Delta& d : g.all_deltas()) {
       if (d.kind == Delta::Kind::kReasoning) content.push_back(json{{"type", "thinking"}, {"thinking", d.text}, {"signature", ""}});
       if (d.kind == Delta::Kind::kContent) content.push_back(json{{"type", "text"}, {"text", d.text}});
-      if (d.kind == Delta::Kind::kToolCall) {
+      if (d.kind == Delta::Kind::kToolCallEnd) {
         content.push_back(json{{"type", "tool_use"}, {"id", "toolu_" + random_hex(24)}, {"name", d.call.name},
                                {"input", tool_input(d.call.arguments)}});
       }

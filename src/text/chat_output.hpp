@@ -4,19 +4,18 @@
 // parse_completion follows the official parse_message_from_completion_text of
 // encoding_dsv4.py (same results, same rejections; tests/text goldens).
 // ChatOutputParser does the same incrementally on streamed text deltas,
-// holding back any text that may be the start of a marker.
+// holding back any text that may be the start of a marker, and reports each
+// tool call as it is generated (output_event.hpp, tool_call_stream.hpp).
 #pragma once
 
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace megamoe::text {
+#include "text/output_event.hpp"
+#include "text/tool_call_stream.hpp"
 
-struct ToolCall {
-  std::string name;
-  std::string arguments;  // a JSON object, as text
-};
+namespace megamoe::text {
 
 struct ParsedCompletion {
   bool ok = false;
@@ -31,13 +30,6 @@ struct ParsedCompletion {
 // thinking mode it starts inside the reasoning (the prompt ended in <think>).
 ParsedCompletion parse_completion(std::string_view text, bool thinking);
 
-struct OutputEvent {
-  enum class Kind { kReasoning, kContent, kToolCall, kEnd };
-  Kind kind;
-  std::string text;   // kReasoning / kContent delta
-  ToolCall tool_call; // kToolCall
-};
-
 class ChatOutputParser {
  public:
   explicit ChatOutputParser(bool thinking);
@@ -47,11 +39,13 @@ class ChatOutputParser {
 
   // The stream ended (EOS or length). Flushes held-back text that turned out
   // not to be a marker; an unfinished tool-call block is dropped and reported
-  // by truncated(), never shown as text.
+  // by truncated(), never shown as text (its open call gets kToolCallAbort).
   std::vector<OutputEvent> finish();
 
   bool truncated() const { return truncated_; }
-  const std::string& error() const { return error_; }  // a malformed tool-call block
+  // A malformed tool-call block (the one-shot parser's message): its open call
+  // got kToolCallAbort, the rest of the block is dropped, text after it goes on.
+  const std::string& error() const { return error_; }
 
  private:
   enum class State { kReasoning, kContent, kToolCalls, kDone };
@@ -59,6 +53,7 @@ class ChatOutputParser {
 
   State state_;
   std::string buffer_;
+  ToolCallStream block_;  // kToolCalls: buffer_ holds the block from its start
   bool truncated_ = false;
   std::string error_;
 };

@@ -231,11 +231,17 @@ TEST(GenerateText, StreamerRoutesCompletionsLikeTheOfficialParser) {
   for (const json& g : goldens["parses"]) {
     if (!g["ok"].get<bool>()) continue;
     std::string reasoning, answer;
-    std::vector<text::ToolCall> calls;
+    std::vector<text::ToolCall> calls, streamed;  // whole (kToolCallEnd), and built from the fragments
     TextSinks sinks;
     sinks.reasoning = [&](std::string_view t) { reasoning += t; };
     sinks.answer = [&](std::string_view t) { answer += t; };
-    sinks.tool_call = [&](const text::ToolCall& c) { calls.push_back(c); };
+    sinks.tool_call = [&](const text::OutputEvent& e) {
+      using Kind = text::OutputEvent::Kind;
+      if (e.kind == Kind::kToolCallBegin) streamed.push_back(text::ToolCall{e.tool_call.name, {}});
+      if (e.kind == Kind::kToolCallArguments) streamed.back().arguments += e.text;
+      if (e.kind == Kind::kToolCallEnd) calls.push_back(e.tool_call);
+      EXPECT_NE(e.kind, Kind::kToolCallAbort);
+    };
     TextStreamOptions options;
     options.chat = true;
     options.thinking = g["thinking"];
@@ -252,9 +258,12 @@ TEST(GenerateText, StreamerRoutesCompletionsLikeTheOfficialParser) {
     EXPECT_EQ(answer, g["content"].get<std::string>()) << g["text"];
     const json want_calls = g.value("tool_calls", json::array());
     ASSERT_EQ(calls.size(), want_calls.size()) << g["text"];
+    ASSERT_EQ(streamed.size(), want_calls.size()) << g["text"];
     for (std::size_t i = 0; i < calls.size(); ++i) {
       EXPECT_EQ(calls[i].name, want_calls[i]["name"].get<std::string>());
       EXPECT_EQ(calls[i].arguments, want_calls[i]["arguments"].get<std::string>());
+      EXPECT_EQ(streamed[i].name, calls[i].name);
+      EXPECT_EQ(streamed[i].arguments, calls[i].arguments);
     }
     EXPECT_FALSE(streamer.truncated());
     ++checked;

@@ -167,7 +167,7 @@ TEST(ChatOutput, StreamingParserMatchesAtEveryChunkBoundary) {
         for (const OutputEvent& e : events) {
           if (e.kind == OutputEvent::Kind::kReasoning) got.reasoning_content += e.text;
           if (e.kind == OutputEvent::Kind::kContent) got.content += e.text;
-          if (e.kind == OutputEvent::Kind::kToolCall) got.tool_calls.push_back(e.tool_call);
+          if (e.kind == OutputEvent::Kind::kToolCallEnd) got.tool_calls.push_back(e.tool_call);
         }
       };
       std::size_t prev = 0;
@@ -188,10 +188,13 @@ TEST(ChatOutput, TruncatedToolCallNeverLeaksMarkup) {
   const std::string text = "Checking.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" str";
   ChatOutputParser parser(/*thinking=*/false);
   std::string content;
-  for (const char c : text) {
-    for (const auto& e : parser.feed(std::string(1, c))) content += e.text;
-  }
-  for (const auto& e : parser.finish()) content += e.text;
+  auto add = [&](const std::vector<OutputEvent>& events) {
+    for (const auto& e : events) {
+      if (e.kind == OutputEvent::Kind::kContent || e.kind == OutputEvent::Kind::kReasoning) content += e.text;
+    }
+  };
+  for (const char c : text) add(parser.feed(std::string(1, c)));
+  add(parser.finish());
   EXPECT_EQ(content, "Checking.");
   EXPECT_TRUE(parser.truncated());
   // Cut inside the EOS marker: its start is not shown either.
