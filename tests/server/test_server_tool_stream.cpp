@@ -22,7 +22,7 @@ std::vector<int32_t> script_of(const std::string& text) {
 
 std::string long_note() {
   std::string s;
-  for (int i = 0; i < 40; ++i) s += "Line " + std::to_string(i) + ": \"quoted\" and more text.\n";
+  for (int i = 0; i < 10; ++i) s += "Line " + std::to_string(i) + ": \"quoted\" and more text.\n";
   return s;
 }
 
@@ -102,7 +102,7 @@ std::vector<StreamedCall> openai_calls(const Stream& st, std::string& finish) {
 }
 
 TEST(ServerToolStream, OpenAiArgumentsArriveInFragments) {
-  ScriptEngine engine(script_of(kToolText), std::chrono::milliseconds(2));
+  ScriptEngine engine(script_of(kToolText), std::chrono::milliseconds(1));
   TestServer s(big_chunks(), &engine);
   const Reply whole = post(s, "/v1/chat/completions", chat_request(false).dump());
   ASSERT_EQ(whole.status, 200) << whole.body;
@@ -130,7 +130,7 @@ TEST(ServerToolStream, OpenAiArgumentsArriveInFragments) {
 }
 
 TEST(ServerToolStream, AnthropicInputJsonDeltas) {
-  ScriptEngine engine(script_of(kToolText), std::chrono::milliseconds(2));
+  ScriptEngine engine(script_of(kToolText), std::chrono::milliseconds(1));
   TestServer s(big_chunks(), &engine);
   const Reply whole = post(s, "/v1/messages", messages_request(false).dump());
   ASSERT_EQ(whole.status, 200) << whole.body;
