@@ -102,4 +102,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::string matched_stop_;
 };
 
+// The choices of one request: entry i is choice i (OpenAI's n; one for Anthropic).
+using Choices = std::vector<std::shared_ptr<Generation>>;
+
 }  // namespace megamoe::server

@@ -161,23 +161,48 @@ bool Server::authorized(const httplib::Request& req) const {
   return req.has_header("x-api-key") && key_matches(req.get_header_value("x-api-key"), options_.api_key);
 }
 
-void Server::log_request(const std::string& id, const std::string& path, int status, const Generation* g,
+void Server::log_request(const std::string& id, const std::string& path, int status, const Choices& choices,
                          Clock::time_point start, const std::string& finish) {
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   if (!finish.empty()) metrics_.count_request(finish);
   if (!options_.log_requests) return;
-  const double ttft = g ? g->ttft_seconds() * 1000.0 : -1.0;
+  int64_t out = 0;
+  std::string tool_call_error;
+  for (const auto& g : choices) {
+    out += g->completion_tokens();
+    if (tool_call_error.empty()) tool_call_error = g->tool_call_error();
+  }
+  const double ttft = choices.empty() ? -1.0 : choices.front()->ttft_seconds() * 1000.0;
   // A malformed tool-call block is not an error of the reply (its calls so far
   // went out; the rest was dropped), but the log says so.
   const std::string tool_error =
-      g && !g->tool_call_error().empty()
-          ? " tool_call_error=" + json(g->tool_call_error()).dump(-1, ' ', false, json::error_handler_t::replace)
-          : "";
-  std::fprintf(stderr, "megamoe serve: %s %s status=%d in=%lld out=%lld ttft_ms=%.1f dur_ms=%.1f finish=%s%s\n",
-               id.c_str(), path.c_str(), status, static_cast<long long>(g ? g->prompt_tokens() : 0),
-               static_cast<long long>(g ? g->completion_tokens() : 0), ttft, ms, finish.empty() ? "-" : finish.c_str(),
+      tool_call_error.empty()
+          ? ""
+          : " tool_call_error=" + json(tool_call_error).dump(-1, ' ', false, json::error_handler_t::replace);
+  const std::string n = choices.size() > 1 ? " n=" + std::to_string(choices.size()) : "";
+  std::fprintf(stderr, "megamoe serve: %s %s status=%d in=%lld out=%lld%s ttft_ms=%.1f dur_ms=%.1f finish=%s%s\n",
+               id.c_str(), path.c_str(), status,
+               static_cast<long long>(choices.empty() ? 0 : choices.front()->prompt_tokens()),
+               static_cast<long long>(out), n.c_str(), ttft, ms, finish.empty() ? "-" : finish.c_str(),
                tool_error.c_str());
 }
+
+namespace {
+
+// The finish a request counts as: choice 0's, unless a choice ended otherwise
+// than by length or stop (cancelled, error, shutdown).
+std::string finish_label(const Choices& choices) {
+  for (const auto& g : choices) {
+    if (g->reason() != EndReason::kLength && g->reason() != EndReason::kStop) return end_reason_name(g->reason());
+  }
+  return choices.front()->finish_reason();
+}
+
+void cancel_all(const Choices& choices) {
+  for (const auto& g : choices) g->cancel();
+}
+
+}  // namespace
 
 void Server::handle_generation(const httplib::Request& req, httplib::Response& res, int api_int) {
   const Api api = static_cast<Api>(api_int);
@@ -192,50 +217,63 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
     ParsedRequest p = api == Api::kChat         ? parse_chat_request(body, ctx)
                       : api == Api::kCompletion ? parse_completion_request(body, ctx)
                                                 : parse_messages_request(body, ctx);
-    const auto prompt_tokens = static_cast<int64_t>(p.gen.prompt.size());
-    std::shared_ptr<Generation> gen = Generation::create(tokenizer_, p.text, std::move(p.gen));
-    ReplyInfo info{api, id, options_.model_name, unix_now(), p.include_usage, gen->job()->params.want_logprobs,
-                   prompt_tokens};
+    // Each choice is a sequence of its own in the scheduler.
+    auto choices = std::make_shared<Choices>();
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (int64_t i = 0; i < p.n; ++i) {
+      choices->push_back(Generation::create(tokenizer_, p.text, choice_params(p.gen, i)));
+      jobs.push_back(choices->back()->job());
+    }
+    ReplyInfo info{api, id, options_.model_name, unix_now(), p.include_usage, p.gen.want_logprobs,
+                   static_cast<int64_t>(p.gen.prompt.size()), p.n};
     std::shared_ptr<ReplyFormat> format = make_reply_format(info);
-    scheduler_->submit(gen->job());
+    scheduler_->submit(jobs);
     const int fd = connection_fd(req);
 
     if (!p.stream) {
       bool gone = false;
-      for (;;) {
-        if (gen->take(kPoll).ended) break;
-        if (!gone && peer_gone(fd)) {  // nobody to answer: free the slot now
-          gone = true;
-          gen->cancel();
+      for (const auto& g : *choices) {
+        while (!g->take(kPoll).ended) {
+          if (!gone && peer_gone(fd)) {  // nobody to answer: free the slots now
+            gone = true;
+            cancel_all(*choices);
+            scheduler_->poke();
+          }
+        }
+        if (g->reason() == EndReason::kError || g->reason() == EndReason::kShutdown) {
+          cancel_all(*choices);  // the reply is an error: the other choices are not needed
           scheduler_->poke();
         }
       }
-      const EndReason reason = gen->reason();
-      if (reason == EndReason::kError) {
-        MEGAMOE_API_ERROR(500, "server_error", "", "", gen->error());
-      } else if (reason == EndReason::kShutdown) {
-        MEGAMOE_API_ERROR(503, "server_error", "", "shutting_down", "the server shut down before the reply was done");
+      for (const auto& g : *choices) {
+        if (g->reason() == EndReason::kError) {
+          MEGAMOE_API_ERROR(500, "server_error", "", "", g->error());
+        } else if (g->reason() == EndReason::kShutdown) {
+          MEGAMOE_API_ERROR(503, "server_error", "", "shutting_down", "the server shut down before the reply was done");
+        }
       }
-      const std::string finish = reason == EndReason::kCancelled ? "cancelled" : gen->finish_reason();
-      res.set_content(format->whole(*gen).dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
-      log_request(id, req.path, 200, gen.get(), start, finish);
+      res.set_content(format->whole(*choices).dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+      log_request(id, req.path, 200, *choices, start, finish_label(*choices));
       return;
     }
 
     struct StreamState {
       bool started = false;
       bool ended = false;
+      std::vector<bool> choice_ended;
+      std::string finish;  // once ended
     };
     auto state = std::make_shared<StreamState>();
+    state->choice_ended.assign(choices->size(), false);
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     const std::string path = req.path;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, gen, format, state, fd, open](size_t, httplib::DataSink& sink) {
+        [this, choices, format, state, fd, open](size_t, httplib::DataSink& sink) {
           auto write = [&](const std::string& s) { return s.empty() || sink.write(s.data(), s.size()); };
           auto abandon = [&] {
-            gen->cancel();
+            cancel_all(*choices);
             scheduler_->poke();
             return false;
           };
@@ -243,41 +281,64 @@ void Server::handle_generation(const httplib::Request& req, httplib::Response& r
             state->started = true;
             if (!write(format->stream_start())) return abandon();
           }
-          const Batch batch = gen->take(kPoll);
-          if ((!batch.deltas.empty() || !batch.logprobs.empty()) && !write(format->stream_batch(batch))) return abandon();
-          if (batch.ended) {
+          // Waits on the first open choice only: the choices decode in the
+          // same steps, so the others' news is mostly there by then (a choice
+          // still queued delays it by one poll at most).
+          bool waited = false;
+          bool all_ended = true;
+          for (std::size_t i = 0; i < choices->size(); ++i) {
+            if (state->choice_ended[i]) continue;
+            Generation& g = *(*choices)[i];
+            const Batch batch = g.take(waited ? std::chrono::milliseconds(0) : kPoll);
+            waited = true;
+            const auto index = static_cast<int64_t>(i);
+            if ((!batch.deltas.empty() || !batch.logprobs.empty()) && !write(format->stream_batch(batch, index))) {
+              return abandon();
+            }
+            if (!batch.ended) {
+              all_ended = false;
+              continue;
+            }
+            state->choice_ended[i] = true;
+            if (g.reason() == EndReason::kError || g.reason() == EndReason::kShutdown) {
+              // The whole stream ends with the error; the other choices stop.
+              state->ended = true;
+              state->finish = end_reason_name(g.reason());
+              cancel_all(*choices);
+              scheduler_->poke();
+              const bool ok = write(format->stream_error(g.reason() == EndReason::kError ? g.error()
+                                                                                         : "the server shut down"));
+              if (ok) sink.done();
+              return ok;
+            }
+            if (!write(format->stream_choice_end(g, index))) return abandon();
+          }
+          if (all_ended) {
             state->ended = true;
-            const EndReason reason = gen->reason();
-            const std::string tail = reason == EndReason::kError      ? format->stream_error(gen->error())
-                                     : reason == EndReason::kShutdown ? format->stream_error("the server shut down")
-                                                                      : format->stream_end(*gen);
-            if (!write(tail)) return false;
+            state->finish = finish_label(*choices);
+            if (!write(format->stream_end(*choices))) return false;
             sink.done();
             return true;
           }
           if (peer_gone(fd)) return abandon();
           return true;
         },
-        [this, gen, state, id, path, start](bool) {
+        [this, choices, state, id, path, start](bool) {
           if (!state->ended) {
-            gen->cancel();
+            cancel_all(*choices);
             scheduler_->poke();
           }
-          std::string finish = state->ended ? (gen->reason() == EndReason::kLength || gen->reason() == EndReason::kStop
-                                                   ? gen->finish_reason()
-                                                   : end_reason_name(gen->reason()))
-                                            : "cancelled";
-          log_request(id, path, 200, gen.get(), start, finish);
+          log_request(id, path, 200, *choices, start, state->ended ? state->finish : "cancelled");
         });
   } catch (const ApiError& e) {
     reply_error(res, api_int, e.status(), e.type(), e.what(), e.param(), e.code());
-    log_request(id, req.path, e.status(), nullptr, start, "");
+    log_request(id, req.path, e.status(), {}, start, "");
   } catch (const Error& e) {
     reply_error(res, api_int, 400, "invalid_request_error", e.what(), "", "");
-    log_request(id, req.path, 400, nullptr, start, "");
+    log_request(id, req.path, 400, {}, start, "");
   } catch (const std::exception& e) {
     reply_error(res, api_int, 500, "server_error", e.what(), "", "");
-    log_request(id, req.path, 500, nullptr, start, "");
+    log_request(id, req.path, 500, {}, start, "");
   }
 }
 

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "server/engine.hpp"
 #include "server/metrics.hpp"
@@ -72,8 +73,10 @@ class Server {
   void reply_error(httplib::Response& res, int api, int status, const std::string& type, const std::string& message,
                    const std::string& param, const std::string& code);
   bool authorized(const httplib::Request& req) const;
-  void log_request(const std::string& id, const std::string& path, int status, const Generation* g,
-                   Clock::time_point start, const std::string& finish);
+  // choices: the request's (none when it was refused).
+  void log_request(const std::string& id, const std::string& path, int status,
+                   const std::vector<std::shared_ptr<Generation>>& choices, Clock::time_point start,
+                   const std::string& finish);
   ServerOptions options_;
   StepEngine& engine_;
   const text::Tokenizer& tokenizer_;

@@ -1,5 +1,6 @@
 #include "server/reply.hpp"
 
+#include <algorithm>
 #include <random>
 
 namespace megamoe::server {
@@ -54,42 +55,54 @@ json completion_logprobs(const std::vector<TokenLogprob>& list, int64_t& offset)
   return json{{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
 }
 
-json usage_json(const Generation& g) {
-  return json{{"prompt_tokens", g.prompt_tokens()},
-              {"completion_tokens", g.completion_tokens()},
-              {"total_tokens", g.prompt_tokens() + g.completion_tokens()}};
+// The prompt counts once, the completion tokens of every choice add up.
+json usage_json(const Choices& choices) {
+  const int64_t prompt = choices.front()->prompt_tokens();
+  int64_t completion = 0;
+  for (const auto& g : choices) completion += g->completion_tokens();
+  return json{{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
 
 class OpenAiFormat : public ReplyFormat {
  public:
-  explicit OpenAiFormat(const ReplyInfo& info) : info_(info) {}
+  explicit OpenAiFormat(const ReplyInfo& info)
+      : info_(info), text_offsets_(static_cast<std::size_t>(std::max<int64_t>(info.n, 1)), 0) {}
 
   std::string stream_start() override {
     if (info_.api == Api::kCompletion) return {};
-    return sse_data(chunk(json{{"role", "assistant"}, {"content", ""}}, json(), json()));
-  }
-
-  std::string stream_batch(const Batch& batch) override {
     std::string out;
-    json logprobs = batch.logprobs.empty() ? json() : logprobs_json(batch.logprobs);
-    for (const Delta& d : batch.deltas) {
-      const json delta = delta_json(d);
-      if (delta.is_null()) continue;  // a call's end: its deltas said it all
-      out += sse_data(chunk(delta, logprobs, json()));
-      logprobs = json();  // attached to the first chunk of the batch
+    for (int64_t i = 0; i < info_.n; ++i) {
+      out += sse_data(chunk(i, json{{"role", "assistant"}, {"content", ""}}, json(), json()));
     }
-    if (!logprobs.is_null()) out += sse_data(chunk(delta_json(Delta{Delta::Kind::kContent, "", {}, 0}), logprobs, json()));
     return out;
   }
 
-  std::string stream_end(const Generation& g) override {
+  std::string stream_batch(const Batch& batch, int64_t choice) override {
     std::string out;
+    json logprobs = batch.logprobs.empty() ? json() : logprobs_json(batch.logprobs, choice);
+    for (const Delta& d : batch.deltas) {
+      const json delta = delta_json(d);
+      if (delta.is_null()) continue;  // a call's end: its deltas said it all
+      out += sse_data(chunk(choice, delta, logprobs, json()));
+      logprobs = json();  // attached to the first chunk of the batch
+    }
+    if (!logprobs.is_null()) {
+      out += sse_data(chunk(choice, delta_json(Delta{Delta::Kind::kContent, "", {}, 0}), logprobs, json()));
+    }
+    return out;
+  }
+
+  std::string stream_choice_end(const Generation& g, int64_t choice) override {
     json last = info_.api == Api::kCompletion ? json() : json::object();
-    out += sse_data(chunk(last, json(), g.finish_reason()));
+    return sse_data(chunk(choice, last, json(), g.finish_reason()));
+  }
+
+  std::string stream_end(const Choices& choices) override {
+    std::string out;
     if (info_.include_usage) {
       json u = base(info_.api == Api::kChat ? "chat.completion.chunk" : "text_completion");
       u["choices"] = json::array();
-      u["usage"] = usage_json(g);
+      u["usage"] = usage_json(choices);
       out += sse_data(u);
     }
     return out + "data: [DONE]\n\n";
@@ -99,9 +112,18 @@ class OpenAiFormat : public ReplyFormat {
     return sse_data(error_body(info_.api, 500, "server_error", message, "", "")) + "data: [DONE]\n\n";
   }
 
-  json whole(const Generation& g) override {
+  json whole(const Choices& choices) override {
     json reply = base(info_.api == Api::kChat ? "chat.completion" : "text_completion");
-    json choice = {{"index", 0}};
+    json list = json::array();
+    for (std::size_t i = 0; i < choices.size(); ++i) list.push_back(whole_choice(*choices[i], static_cast<int64_t>(i)));
+    reply["choices"] = list;
+    reply["usage"] = usage_json(choices);
+    return reply;
+  }
+
+ private:
+  json whole_choice(const Generation& g, int64_t index) {
+    json choice = {{"index", index}};
     if (info_.api == Api::kChat) {
       std::string content, reasoning;
       json calls = json::array();
@@ -125,21 +147,19 @@ class OpenAiFormat : public ReplyFormat {
       }
       choice["text"] = text;
     }
-    choice["logprobs"] = info_.logprobs ? logprobs_json(g.all_logprobs()) : json();
+    choice["logprobs"] = info_.logprobs ? logprobs_json(g.all_logprobs(), index) : json();
     choice["finish_reason"] = g.finish_reason();
-    reply["choices"] = json::array({choice});
-    reply["usage"] = usage_json(g);
-    return reply;
+    return choice;
   }
 
- private:
   json base(const char* object) const {
     return json{{"id", info_.id}, {"object", object}, {"created", info_.created}, {"model", info_.model},
                 {"system_fingerprint", "megamoe"}};
   }
 
-  json logprobs_json(const std::vector<TokenLogprob>& list) {
-    return info_.api == Api::kChat ? chat_logprobs(list) : completion_logprobs(list, text_offset_);
+  json logprobs_json(const std::vector<TokenLogprob>& list, int64_t choice) {
+    return info_.api == Api::kChat ? chat_logprobs(list)
+                                   : completion_logprobs(list, text_offsets_.at(static_cast<std::size_t>(choice)));
   }
 
   static std::string tool_call_id() { return "call_" + random_hex(24); }
@@ -168,9 +188,9 @@ class OpenAiFormat : public ReplyFormat {
   }
 
   // One chunk: a chat delta (object) or completion text (the delta's content).
-  json chunk(const json& delta, const json& logprobs, const json& finish_reason) {
+  json chunk(int64_t index, const json& delta, const json& logprobs, const json& finish_reason) {
     json c = base(info_.api == Api::kChat ? "chat.completion.chunk" : "text_completion");
-    json choice = {{"index", 0}};
+    json choice = {{"index", index}};
     if (info_.api == Api::kChat) {
       choice["delta"] = delta;
     } else {
@@ -184,7 +204,7 @@ class OpenAiFormat : public ReplyFormat {
   }
 
   ReplyInfo info_;
-  int64_t text_offset_ = 0;
+  std::vector<int64_t> text_offsets_;  // per choice: where its next completion token starts
 };
 
 // Anthropic's stop_reason.
@@ -216,7 +236,7 @@ class AnthropicFormat : public ReplyFormat {
     return sse_event("message_start", json{{"type", "message_start"}, {"message", message}});
   }
 
-  std::string stream_batch(const Batch& batch) override {
+  std::string stream_batch(const Batch& batch, int64_t) override {
     std::string out;
     for (const Delta& d : batch.deltas) {
       // A tool_use block: started empty, its input as input_json_delta fragments.
@@ -252,7 +272,11 @@ class AnthropicFormat : public ReplyFormat {
     return out;
   }
 
-  std::string stream_end(const Generation& g) override {
+  std::string stream_choice_end(const Generation&, int64_t) override { return {}; }
+
+  // Anthropic has one choice.
+  std::string stream_end(const Choices& choices) override {
+    const Generation& g = *choices.front();
     std::string out = close_block();
     const std::string stop = g.matched_stop();
     out += sse_event("message_delta",
@@ -266,7 +290,8 @@ class AnthropicFormat : public ReplyFormat {
     return sse_event("error", error_body(Api::kMessages, 500, "api_error", message, "", ""));
   }
 
-  json whole(const Generation& g) override {
+  json whole(const Choices& choices) override {
+    const Generation& g = *choices.front();
     json content = json::array();
     for (const Delta& d : g.all_deltas()) {
       if (d.kind == Delta::Kind::kReasoning) content.push_back(json{{"type", "thinking"}, {"thinking", d.text}, {"signature", ""}});

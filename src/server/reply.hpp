@@ -23,16 +23,19 @@ struct ReplyInfo {
   bool include_usage = false;
   bool logprobs = false;
   int64_t prompt_tokens = 0;
+  int64_t n = 1;  // choices (OpenAI; always 1 for Anthropic)
 };
 
 class ReplyFormat {
  public:
   virtual ~ReplyFormat() = default;
-  virtual std::string stream_start() = 0;                       // events before any text
-  virtual std::string stream_batch(const Batch& batch) = 0;     // events for new text
-  virtual std::string stream_end(const Generation& g) = 0;      // the last events
+  virtual std::string stream_start() = 0;                                    // events before any text
+  virtual std::string stream_batch(const Batch& batch, int64_t choice) = 0;  // events for a choice's new text
+  // A choice's own last events, as soon as it ends ("" where the API has none).
+  virtual std::string stream_choice_end(const Generation& g, int64_t choice) = 0;
+  virtual std::string stream_end(const Choices& choices) = 0;  // the last events, once every choice ended
   virtual std::string stream_error(const std::string& message) = 0;
-  virtual nlohmann::ordered_json whole(const Generation& g) = 0;  // the non-streamed reply
+  virtual nlohmann::ordered_json whole(const Choices& choices) = 0;  // the non-streamed reply
 };
 
 std::unique_ptr<ReplyFormat> make_reply_format(const ReplyInfo& info);

@@ -75,7 +75,6 @@ void unsupported_unless(const json& body, const std::string& key, const std::fun
 bool is_number_equal(const json& v, double x) { return v.is_number() && v.get<double>() == x; }
 
 void reject_unsupported_common(const json& body) {
-  unsupported_unless(body, "n", [](const json& v) { return is_number_equal(v, 1); }, "only n = 1 (one choice) is served");
   unsupported_unless(body, "best_of", [](const json& v) { return is_number_equal(v, 1); }, "only best_of = 1");
   for (const char* penalty : {"presence_penalty", "frequency_penalty"}) {
     unsupported_unless(body, penalty, [](const json& v) { return is_number_equal(v, 0); }, "only 0");
@@ -143,9 +142,10 @@ std::vector<std::string> stop_strings(const json& body, const std::string& key) 
   return out;
 }
 
-// stream, stream_options.include_usage, ignore_eos, model, eos ids.
+// n, stream, stream_options.include_usage, ignore_eos, model, eos ids.
 void common_fields(const json& body, const ApiContext& ctx, ParsedRequest& r) {
   r.model = string_field(body, "model", "", "model");
+  r.n = integer(body, "n", 1, 1, kMaxChoices, "n");
   r.stream = boolean(body, "stream", false, "stream");
   if (const json* so = member(body, "stream_options")) {
     if (!so->is_object()) wrong_type("stream_options", "an object", *so);
@@ -336,6 +336,12 @@ json parse_body(const std::string& body) {
   }
   if (!j.is_object()) MEGAMOE_BAD_REQUEST("", "the request body must be a JSON object, got ", j.type_name());
   return j;
+}
+
+GenerationParams choice_params(const GenerationParams& gen, int64_t i) {
+  GenerationParams p = gen;
+  p.sampling.seed += static_cast<uint64_t>(i);
+  return p;
 }
 
 ParsedRequest parse_chat_request(const json& body, const ApiContext& ctx) {

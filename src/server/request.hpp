@@ -2,7 +2,7 @@
 // OpenAI completions, Anthropic messages) checked and turned into one shape:
 // prompt ids, sampling, limits and text options. Every problem is an
 // ApiError 400 naming the field; a parameter that would change the output
-// but is not supported (n > 1, penalties, constrained output ...) is a 400
+// but is not supported (best_of > 1, penalties, constrained output ...) is a 400
 // naming it rather than being ignored.
 #pragma once
 
@@ -26,14 +26,22 @@ struct ApiContext {
   int64_t max_context = 0;
 };
 
+// The most choices (n) one OpenAI request may ask for.
+constexpr int64_t kMaxChoices = 16;
+
 struct ParsedRequest {
-  GenerationParams gen;
+  GenerationParams gen;    // choice 0's; choice i samples with seed + i (choice_params)
+  int64_t n = 1;           // choices
   TextStreamOptions text;  // chat, thinking, eos ids, stop strings
   bool stream = false;
   bool include_usage = false;
   bool has_tools = false;
   std::string model;  // as the client named it ("" if absent)
 };
+
+// Choice i of a request: its sampler stream is seed + i (wrapping), so each
+// choice is distinct and reproducible for a given seed.
+GenerationParams choice_params(const GenerationParams& gen, int64_t i);
 
 // The body as JSON: an object, else a 400 saying what is wrong (and where).
 nlohmann::ordered_json parse_body(const std::string& body);

@@ -61,33 +61,44 @@ Scheduler::Scheduler(StepEngine& engine, SchedulerOptions options, Metrics& metr
 
 Scheduler::~Scheduler() { stop(); }
 
-void Scheduler::submit(std::shared_ptr<Job> job) {
-  MEGAMOE_CHECK(job && job->on_token && job->on_end, "scheduler: a job needs on_token and on_end");
-  const auto prompt = static_cast<int64_t>(job->params.prompt.size());
-  if (prompt == 0) MEGAMOE_BAD_REQUEST("prompt", "the prompt is empty");
-  if (job->params.max_tokens < 1) MEGAMOE_BAD_REQUEST("max_tokens", "max_tokens must be >= 1");
-  const int64_t limit = engine_.max_context();
-  if (prompt + job->params.max_tokens > limit) {
-    MEGAMOE_API_ERROR(400, "invalid_request_error", "max_tokens", "context_length_exceeded",
-                      "this model's maximum context length is ", limit, " tokens; the request has ", prompt,
-                      " prompt tokens and asks for up to ", job->params.max_tokens, " more (", prompt + job->params.max_tokens,
-                      " in all)");
+void Scheduler::submit(std::span<const std::shared_ptr<Job>> jobs) {
+  const auto count = static_cast<int64_t>(jobs.size());
+  MEGAMOE_CHECK(count >= 1, "scheduler: nothing to submit");
+  if (count > options_.max_batch + options_.max_queue) {
+    MEGAMOE_BAD_REQUEST("n", "n = ", count, " choices can never be admitted: the server runs at most ",
+                        options_.max_batch + options_.max_queue, " sequences at once (--max-batch ",
+                        options_.max_batch, " + --max-queue ", options_.max_queue, ")");
   }
-  for (const int32_t id : job->params.prompt) {
-    if (id < 0 || id >= engine_.vocab_size()) {
-      MEGAMOE_BAD_REQUEST("prompt", "token id ", id, " is outside the vocabulary (", engine_.vocab_size(), " tokens)");
+  for (const std::shared_ptr<Job>& job : jobs) {
+    MEGAMOE_CHECK(job && job->on_token && job->on_end, "scheduler: a job needs on_token and on_end");
+    const auto prompt = static_cast<int64_t>(job->params.prompt.size());
+    if (prompt == 0) MEGAMOE_BAD_REQUEST("prompt", "the prompt is empty");
+    if (job->params.max_tokens < 1) MEGAMOE_BAD_REQUEST("max_tokens", "max_tokens must be >= 1");
+    const int64_t limit = engine_.max_context();
+    if (prompt + job->params.max_tokens > limit) {
+      MEGAMOE_API_ERROR(400, "invalid_request_error", "max_tokens", "context_length_exceeded",
+                        "this model's maximum context length is ", limit, " tokens; the request has ", prompt,
+                        " prompt tokens and asks for up to ", job->params.max_tokens, " more (",
+                        prompt + job->params.max_tokens, " in all)");
     }
+    for (const int32_t id : job->params.prompt) {
+      if (id < 0 || id >= engine_.vocab_size()) {
+        MEGAMOE_BAD_REQUEST("prompt", "token id ", id, " is outside the vocabulary (", engine_.vocab_size(),
+                            " tokens)");
+      }
+    }
+    job->sampler_.emplace(job->params.sampling);  // validates the sampling parameters
   }
-  job->sampler_.emplace(job->params.sampling);  // validates the sampling parameters
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) MEGAMOE_API_ERROR(503, "server_error", "", "shutting_down", "the server is shutting down");
-    if (running_count_.load() + static_cast<int64_t>(waiting_.size()) >= options_.max_batch + options_.max_queue) {
+    const int64_t taken = running_count_.load() + static_cast<int64_t>(waiting_.size());
+    if (taken + count > options_.max_batch + options_.max_queue) {
       MEGAMOE_API_ERROR(503, "server_error", "", "queue_full", "the server is at capacity (", options_.max_batch,
                         " running, ", waiting_.size(), " waiting, --max-queue ", options_.max_queue,
-                        "); retry later");
+                        ", this request needs ", count, " sequences); retry later");
     }
-    waiting_.push_back(std::move(job));
+    waiting_.insert(waiting_.end(), jobs.begin(), jobs.end());
     metrics_.requests_waiting = static_cast<int64_t>(waiting_.size());
   }
   cv_.notify_one();

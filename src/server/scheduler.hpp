@@ -4,8 +4,9 @@
 // the next token of each sequence whose prompt is done.
 //
 // Admission: at most max_batch sequences hold a state slot; up to max_queue
-// more wait for one; past that submit() throws a 503. A finished or cancelled
-// request frees its slot at once. A cancelled request (client gone) is
+// more wait for one; past that submit() throws a 503. A request of n choices
+// is n sequences, queued all or none. A finished or cancelled sequence frees
+// its slot at once. A cancelled request (client gone) is
 // dropped at the start of the next step.
 //
 // Independence from the batch: a request's prompt is cut into chunks at fixed
@@ -23,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
@@ -92,10 +94,12 @@ class Scheduler {
   Scheduler(StepEngine& engine, SchedulerOptions options, Metrics& metrics);
   ~Scheduler();  // stop()
 
-  // Queues a job (validated by the caller); throws ApiError 503 when the
-  // queue is full or the scheduler is stopping, 400 for limits it checks
-  // (empty prompt, prompt + max_tokens past the engine's context).
-  void submit(std::shared_ptr<Job> job);
+  // Queues the jobs of one request (its n choices, validated by the caller)
+  // all or none; throws ApiError 503 when the queue has no room for all of
+  // them or the scheduler is stopping, 400 for limits it checks (empty
+  // prompt, prompt + max_tokens past the engine's context, more jobs than
+  // max_batch + max_queue, which could never all be admitted).
+  void submit(std::span<const std::shared_ptr<Job>> jobs);
   // Wakes the thread (after a cancel()).
   void poke();
   // Ends every queued and running job (EndReason::kShutdown) and joins the thread.

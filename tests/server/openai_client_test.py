@@ -86,11 +86,15 @@ lp = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=5, t
 content = lp.choices[0].logprobs.content
 check(len(content) == 5 and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content), "logprobs")
 
+choices = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=6, n=3, temperature=0.9, seed=5,
+                                         extra_body=extra).choices
+check([c.index for c in choices] == [0, 1, 2] and len({c.message.content for c in choices}) == 3,
+      "n=3: three distinct seeded choices")
 try:
-    client.chat.completions.create(model="tiny", messages=msgs, n=2)
-    check(False, "n=2 is a 400")
+    client.chat.completions.create(model="tiny", messages=msgs, n=17)
+    check(False, "n=17 is a 400")
 except openai.BadRequestError as e:
-    check(e.body.get("param") == "n" if isinstance(e.body, dict) else "n" in str(e), "n=2 names the param")
+    check(e.body.get("param") == "n" if isinstance(e.body, dict) else "n" in str(e), "n=17 names the param")
 try:
     openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
     check(False, "a wrong key is a 401")
