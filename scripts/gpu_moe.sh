@@ -4,6 +4,7 @@
 # a small subset, the C++ bench and the torch bf16 peer. Logs go to $OUT.
 # Stages: STAGES="build test sanitize bench torch" (default), plus on request:
 #   routing_ab  `bench moe` ($AB_ARGS) with the multi-block routing and again with MEGAMOE_MOE_ROUTING=single
+#   gemv_ab     `bench moe` ($GEMV_AB_ARGS) per MEGAMOE_MOE_GEMV in $GEMV_AB_VARIANTS (auto stream split)
 #   ncu         Nsight Compute on the GEMM kernels of one `bench moe` ($NCU_BENCH_ARGS), key sections only
 # FRESH=1: clean build.
 set -uo pipefail
@@ -44,6 +45,15 @@ if has routing_ab; then
     # shellcheck disable=SC2086  # an argument list
     MEGAMOE_MOE_ROUTING=$routing timeout ${BENCH_TIMEOUT:-300} ./build-gpu/megamoe bench moe $AB_ARGS 2>&1 |
       tee "$OUT/bench_routing_$routing.log" || failed+=("routing_ab:$routing")
+  done
+fi
+if has gemv_ab; then
+  GEMV_AB_ARGS=${GEMV_AB_ARGS:---shapes flash pro --tokens 16 64 256 --stage-tokens 16 64 256 --routings uniform skewed --iters 10}
+  for variant in ${GEMV_AB_VARIANTS:-auto stream split}; do
+    echo "== tc-gemv variant: $variant"
+    # shellcheck disable=SC2086  # an argument list
+    MEGAMOE_MOE_GEMV=$variant timeout ${BENCH_TIMEOUT:-300} ./build-gpu/megamoe bench moe $GEMV_AB_ARGS 2>&1 |
+      tee "$OUT/bench_gemv_$variant.log" || failed+=("gemv_ab:$variant")
   done
 fi
 if has ncu; then

@@ -507,7 +507,7 @@ TEST_F(GpuMoe, PrefillSizeRouting) {
 TEST_F(GpuMoe, GraphCaptureReplayMatchesEager) {
   // (tokens, w4a4): W4A4 with dynamic scales checks that a replay recomputes them.
   // T = 700 and 2100: the multi-block routing (its counts must be zeroed again by every replay).
-  for (auto [tokens, w4a4] : {std::pair{13, 0}, std::pair{3, 0}, std::pair{13, 1}, std::pair{700, 0}, std::pair{2100, 0}}) {
+  for (auto [tokens, w4a4] : {std::pair{13, 0}, std::pair{3, 0}, std::pair{13, 1}, std::pair{40, 0}, std::pair{700, 0}, std::pair{2100, 0}}) {
     SCOPED_TRACE(tokens);
     Case c;
     c.T = tokens, c.w4a4 = w4a4;
