@@ -245,10 +245,21 @@ __device__ __forceinline__ void gemv_tile(const MoeParams& p, int e, int rt, int
 // first, the short routed ones fill in). They are the last ceil(T/kTileM)
 // tiles with pairs T*k + t in token order (select_and_permute_kernel), so
 // GEMM1 runs them without waiting for the router (programmatic dependent
-// launch; GEMM2's need GEMM1's h). cnt = 0: no tile.
+// launch; GEMM2's need GEMM1's h). cnt = 0: no tile. N x K: the GEMM's shape
+// for this tile's expert (the shared expert's inner size may differ).
 struct TileWork {
   int e = 0, begin = 0, cnt = 0, first_pair = -1;  // first_pair >= 0: pairs first_pair + m, no perm_pairs
+  bool shared = false;
+  int N = 0, K = 0;
 };
+
+template <int kMats>
+__device__ __forceinline__ void set_tile_shape(const MoeParams& p, TileWork& tw) {
+  tw.shared = tw.e == p.experts;
+  const int inter = tw.shared ? p.shared_inter : p.intermediate;
+  tw.N = kMats == 2 ? inter : p.hidden;
+  tw.K = kMats == 2 ? p.hidden : inter;
+}
 
 template <int kMats>
 __device__ __forceinline__ TileWork tile_work(const MoeParams& p) {
@@ -259,6 +270,7 @@ __device__ __forceinline__ TileWork tile_work(const MoeParams& p) {
     const int first_token = (shared_tiles - 1 - static_cast<int>(blockIdx.y)) * kTileM;
     tw.first_pair = p.tokens * p.top_k + first_token;
     tw.cnt = min(kTileM, p.tokens - first_token);
+    set_tile_shape<kMats>(p, tw);
     return tw;
   }
   pdl_wait();
@@ -266,18 +278,29 @@ __device__ __forceinline__ TileWork tile_work(const MoeParams& p) {
   if (static_cast<int>(blockIdx.y) >= n_tiles_total) return tw;
   const int tile = n_tiles_total - 1 - static_cast<int>(blockIdx.y);
   tw.e = p.tile_expert[tile], tw.begin = p.tile_begin[tile], tw.cnt = p.tile_count[tile];
+  set_tile_shape<kMats>(p, tw);
   return tw;
 }
 
 // The B row (x for GEMM1, h for GEMM2; null = padding) and the pair of each tile slot.
 template <int kMats>
-__device__ __forceinline__ void fill_tile_rows(const MoeParams& p, const TileWork& tw, bool shared,
-                                               const uint16_t** src_row, int* pair_of) {
+__device__ __forceinline__ void fill_tile_rows(const MoeParams& p, const TileWork& tw, const uint16_t** src_row,
+                                               int* pair_of) {
   for (int m = threadIdx.x; m < kTileM; m += blockDim.x) {
     const int pair = m >= tw.cnt ? -1 : tw.first_pair >= 0 ? tw.first_pair + m : p.perm_pairs[tw.begin + m];
     pair_of[m] = pair;
-    src_row[m] = pair < 0 ? nullptr : gemm_input_row(p, kMats == 2 ? 1 : 2, pair, shared);
+    src_row[m] = pair < 0 ? nullptr : gemm_input_row(p, kMats == 2 ? 1 : 2, pair, tw.shared);
   }
+}
+
+// One 16-row tile rt of tile tw by the split variant, the variant picked by the pair count.
+template <int kMats>
+__device__ __forceinline__ void split_tile(const MoeParams& p, const TileWork& tw, int rt,
+                                           const uint16_t* const* src_row, const int* pair_of, float* red) {
+  if (tw.cnt <= 8)
+    gemv_tile<kMats, 1, kSmallStages<kMats>>(p, tw.e, rt, tw.N, tw.K, tw.cnt, src_row, pair_of, red);
+  else
+    gemv_tile<kMats, kTileM / 8, 1>(p, tw.e, rt, tw.N, tw.K, tw.cnt, src_row, pair_of, red);
 }
 
 // ---- The split variant (T < kStreamMinTokens) ----
@@ -292,19 +315,11 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_kernel(MoeParams p
   __shared__ float red[(kWarps - 1) * kMats * (kTileM / 8) * 4 * 32];
   pdl_launch_dependents();
   const TileWork tw = tile_work<kMats>(p);
-  if (tw.cnt == 0) return;
-  const bool shared = tw.e == p.experts;
-  const int inter = shared ? p.shared_inter : p.intermediate;
-  const int N = kMats == 2 ? inter : p.hidden;
-  const int K = kMats == 2 ? p.hidden : inter;
   const int rt = blockIdx.x;
-  if (rt * 16 >= N) return;
-  fill_tile_rows<kMats>(p, tw, shared, src_row, pair_of);
+  if (tw.cnt == 0 || rt * 16 >= tw.N) return;
+  fill_tile_rows<kMats>(p, tw, src_row, pair_of);
   __syncthreads();
-  if (tw.cnt <= 8)
-    gemv_tile<kMats, 1, kSmallStages<kMats>>(p, tw.e, rt, N, K, tw.cnt, src_row, pair_of, red);
-  else
-    gemv_tile<kMats, kTileM / 8, 1>(p, tw.e, rt, N, K, tw.cnt, src_row, pair_of, red);
+  split_tile<kMats>(p, tw, rt, src_row, pair_of, red);
 }
 
 // ---- The streamed variant (batched decode, T >= kStreamMinTokens) ----
@@ -437,15 +452,10 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_stream_kernel(MoeP
   __shared__ uint64_t bars[2 * StreamRing<kMats>::kStages];  // full[stage], then empty[stage]
   pdl_launch_dependents();
   const TileWork tw = tile_work<kMats>(p);
-  if (tw.cnt == 0) return;
-  const bool shared = tw.e == p.experts;
-  const int inter = shared ? p.shared_inter : p.intermediate;
-  const int N = kMats == 2 ? inter : p.hidden;
-  const int K = kMats == 2 ? p.hidden : inter;
   const int rt0 = blockIdx.x * kWarps;
-  if (rt0 * 16 >= N) return;
-  fill_tile_rows<kMats>(p, tw, shared, src_row, pair_of);
-  const bool stream = !shared && tw.cnt <= 8;
+  if (tw.cnt == 0 || rt0 * 16 >= tw.N) return;
+  fill_tile_rows<kMats>(p, tw, src_row, pair_of);
+  const bool stream = !tw.shared && tw.cnt <= 8;
   if (stream && threadIdx.x == 0) {
     for (int i = 0; i < StreamRing<kMats>::kStages; ++i) {
       mbar_init(smem_addr(bars + i), 1);
@@ -455,17 +465,14 @@ __global__ void __launch_bounds__(kWarps * 32, 4) moe_tc_gemv_stream_kernel(MoeP
   }
   __syncthreads();
   if (stream) {
-    stream_tile<kMats>(p, tw.e, rt0, N, K, tw.cnt, src_row, pair_of, smem, bars);
+    stream_tile<kMats>(p, tw.e, rt0, tw.N, tw.K, tw.cnt, src_row, pair_of, smem, bars);
     return;
   }
   float* red = reinterpret_cast<float*>(smem);
 #pragma unroll 1
-  for (int r = 0; r < kWarps && (rt0 + r) * 16 < N; ++r) {
+  for (int r = 0; r < kWarps && (rt0 + r) * 16 < tw.N; ++r) {
     if (r > 0) __syncthreads();  // warp 0 has read the partials of the previous row tile
-    if (tw.cnt <= 8)
-      gemv_tile<kMats, 1, kSmallStages<kMats>>(p, tw.e, rt0 + r, N, K, tw.cnt, src_row, pair_of, red);
-    else
-      gemv_tile<kMats, kTileM / 8, 1>(p, tw.e, rt0 + r, N, K, tw.cnt, src_row, pair_of, red);
+    split_tile<kMats>(p, tw, rt0 + r, src_row, pair_of, red);
   }
 }
 
