@@ -28,6 +28,10 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
+// Orders this thread's generic-proxy shared-memory accesses before later
+// async-proxy ones (wgmma reads, bulk-copy writes) of the same memory.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
 // mbarriers and bulk copies (the TMA engine's 1-D cp.async.bulk): one thread
 // moves a contiguous run of bytes into shared memory and the copy's completion
 // counts down the transaction bytes of an mbarrier phase. Sizes and addresses

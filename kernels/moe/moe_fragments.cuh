@@ -18,11 +18,12 @@ __device__ __forceinline__ uint32_t e2m1_pair_bits(uint32_t w) {
 }
 
 // Scale byte b (E'<<3 | m) of row g (lo byte of s16, kHi = 0) or g+8 (kHi = 1)
-// as a bf16x2 pair of the same value: exponent field 224 + E', mantissa m<<4.
+// as a bf16x2 pair of the same value: exponent field 224 + E', mantissa m<<4,
+// i.e. (b << 4 | 0x7000) in both halves, one multiply-add (no carries: b << 4 < 0x1000).
 template <int kHi>
 __device__ __forceinline__ uint32_t scale_pair_bits(uint32_t s16) {
   const uint32_t b = (s16 >> (8 * kHi)) & 0xffu;
-  return ((b << 4) | 0x7000u) * 0x00010001u;
+  return b * 0x00100010u + 0x70007000u;
 }
 
 __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
