@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <random>
+#include <unordered_set>
 
 #include "server/api_error.hpp"
 #include "text/chat_encoding.hpp"
@@ -76,12 +77,7 @@ bool is_number_equal(const json& v, double x) { return v.is_number() && v.get<do
 
 void reject_unsupported_common(const json& body) {
   unsupported_unless(body, "best_of", [](const json& v) { return is_number_equal(v, 1); }, "only best_of = 1");
-  for (const char* penalty : {"presence_penalty", "frequency_penalty"}) {
-    unsupported_unless(body, penalty, [](const json& v) { return is_number_equal(v, 0); }, "only 0");
-  }
-  unsupported_unless(body, "repetition_penalty", [](const json& v) { return is_number_equal(v, 1); }, "only 1");
   unsupported_unless(body, "min_p", [](const json& v) { return is_number_equal(v, 0); }, "only 0");
-  unsupported_unless(body, "logit_bias", [](const json& v) { return v.is_object() && v.empty(); }, "no token biases");
   unsupported_unless(body, "response_format",
                      [](const json& v) { return v.is_object() && v.value("type", "") == "text"; },
                      "no constrained output (json_object / json_schema); only {\"type\": \"text\"}");
@@ -119,6 +115,42 @@ SamplingParams sampling(const json& body, double default_temperature) {
     wrong_type("seed", "an integer", *seed);
   }
   return s;
+}
+
+// presence_penalty, frequency_penalty, repetition_penalty, logit_bias ({"id": bias}, ids as decimal strings).
+LogitAdjustParams logit_adjustments(const json& body, const ApiContext& ctx) {
+  LogitAdjustParams a;
+  a.presence_penalty = number(body, "presence_penalty", 0.0, -2.0, 2.0, "presence_penalty");
+  a.frequency_penalty = number(body, "frequency_penalty", 0.0, -2.0, 2.0, "frequency_penalty");
+  a.repetition_penalty = number(body, "repetition_penalty", 1.0, 0.0, 10.0, "repetition_penalty");
+  if (a.repetition_penalty <= 0.0) {
+    MEGAMOE_BAD_REQUEST("repetition_penalty", "repetition_penalty must be in (0, 10], got ", a.repetition_penalty);
+  }
+  const json* bias = member(body, "logit_bias");
+  if (!bias) return a;
+  if (!bias->is_object()) wrong_type("logit_bias", "an object of token id -> bias", *bias);
+  constexpr std::size_t kMaxBiases = 1024;
+  if (bias->size() > kMaxBiases) {
+    MEGAMOE_BAD_REQUEST("logit_bias", "logit_bias has ", bias->size(), " entries; at most ", kMaxBiases,
+                        " are allowed");
+  }
+  std::unordered_set<long long> ids;
+  for (const auto& [key, value] : bias->items()) {
+    const std::string path = "logit_bias." + key;
+    const bool digits = !key.empty() && key.size() <= 10 &&
+                        key.find_first_not_of("0123456789") == std::string::npos;
+    const long long id = digits ? std::stoll(key) : -1;
+    if (id < 0 || id >= ctx.model_vocab) {
+      MEGAMOE_BAD_REQUEST("logit_bias", "logit_bias key '", key, "' is not a token id in [0, ", ctx.model_vocab, ")");
+    }
+    if (!value.is_number()) wrong_type(path, "a number", value);
+    const double b = value.get<double>();
+    if (!(b >= -100.0 && b <= 100.0)) MEGAMOE_BAD_REQUEST("logit_bias", path, " must be in [-100, 100], got ", b);
+    // Keys are distinct strings, but "7" and "007" name one id.
+    if (!ids.insert(id).second) MEGAMOE_BAD_REQUEST("logit_bias", "logit_bias names token id ", id, " twice");
+    a.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(b));
+  }
+  return a;
 }
 
 std::vector<std::string> stop_strings(const json& body, const std::string& key) {
@@ -407,6 +439,7 @@ ParsedRequest parse_chat_request(const json& body, const ApiContext& ctx) {
   r.text.thinking = thinking;
   r.text.stop_strings = stop_strings(body, "stop");
   r.gen.sampling = sampling(body, 1.0);
+  r.gen.adjust = logit_adjustments(body, ctx);
   max_tokens(body, {"max_completion_tokens", "max_tokens"}, 0, ctx, r);
   r.gen.want_logprobs = boolean(body, "logprobs", false, "logprobs");
   r.gen.top_logprobs = integer(body, "top_logprobs", 0, 0, 20, "top_logprobs");
@@ -461,6 +494,7 @@ ParsedRequest parse_completion_request(const json& body, const ApiContext& ctx) 
   }
   r.text.stop_strings = stop_strings(body, "stop");
   r.gen.sampling = sampling(body, 1.0);
+  r.gen.adjust = logit_adjustments(body, ctx);
   max_tokens(body, {"max_tokens"}, 16, ctx, r);
   const int64_t logprobs = integer(body, "logprobs", -1, 0, 20, "logprobs");
   r.gen.want_logprobs = logprobs >= 0;

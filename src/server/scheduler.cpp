@@ -88,6 +88,13 @@ void Scheduler::submit(std::span<const std::shared_ptr<Job>> jobs) {
       }
     }
     job->sampler_.emplace(job->params.sampling);  // validates the sampling parameters
+    for (const auto& [id, bias] : job->params.adjust.logit_bias) {
+      if (id >= engine_.vocab_size()) {
+        MEGAMOE_BAD_REQUEST("logit_bias", "logit_bias names token id ", id, ", outside the vocabulary (",
+                            engine_.vocab_size(), " tokens)");
+      }
+    }
+    if (job->params.adjust.active()) job->adjuster_.emplace(job->params.adjust, job->params.prompt);  // validates
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -268,6 +275,7 @@ void Scheduler::step_once() {
   std::vector<Job*> finished;
   std::vector<EndReason> reasons;
   std::vector<std::string> errors;
+  std::vector<float> adjusted;  // a row with a job's penalties and biases
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     Job& job = *jobs[i];
     const bool prefill = job.prefilled_ < static_cast<int64_t>(job.params.prompt.size());
@@ -279,8 +287,15 @@ void Scheduler::step_once() {
     const std::vector<float>& row = logits[i];
     TokenOut out;
     try {
-      out.id = job.sampler_->sample(row);
-      if (job.params.want_logprobs) fill_logprobs(row, job.params.top_logprobs, out);
+      if (job.adjuster_) {
+        adjusted.assign(row.begin(), row.end());
+        job.adjuster_->apply(adjusted);
+        out.id = job.sampler_->sample(adjusted);
+        job.adjuster_->record(out.id);
+      } else {
+        out.id = job.sampler_->sample(row);
+      }
+      if (job.params.want_logprobs) fill_logprobs(row, job.params.top_logprobs, out);  // the model's, unadjusted
     } catch (const std::exception& e) {
       finished.push_back(&job);
       reasons.push_back(EndReason::kError);

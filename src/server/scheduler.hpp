@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/logit_adjust.hpp"
 #include "runtime/sampler.hpp"
 #include "server/engine.hpp"
 #include "server/metrics.hpp"
@@ -50,6 +51,7 @@ const char* end_reason_name(EndReason r);
 struct GenerationParams {
   std::vector<int32_t> prompt;
   SamplingParams sampling;
+  LogitAdjustParams adjust;  // penalties and logit_bias, applied before the sampler (runtime/logit_adjust.hpp)
   int64_t max_tokens = 16;
   bool want_logprobs = false;
   int64_t top_logprobs = 0;  // 0..20
@@ -79,6 +81,7 @@ class Job {
   // Scheduler-thread state.
   std::unique_ptr<EngineSequence> sequence_;
   std::optional<Sampler> sampler_;
+  std::optional<LogitAdjuster> adjuster_;  // only when params.adjust is active
   int64_t prefilled_ = 0;
   int32_t last_token_ = 0;
 };

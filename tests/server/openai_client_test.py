@@ -90,6 +90,16 @@ choices = client.chat.completions.create(model="tiny", messages=msgs, max_tokens
                                          extra_body=extra).choices
 check([c.index for c in choices] == [0, 1, 2] and len({c.message.content for c in choices}) == 3,
       "n=3: three distinct seeded choices")
+penalised = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=0,
+                                           presence_penalty=2, frequency_penalty=1, logit_bias={"100": -100},
+                                           extra_body=dict(extra, repetition_penalty=1.2))
+check(penalised.usage.completion_tokens == 8, "penalties and logit_bias accepted")
+try:
+    client.chat.completions.create(model="tiny", messages=msgs, presence_penalty=3)
+    check(False, "presence_penalty=3 is a 400")
+except openai.BadRequestError as e:
+    check(e.body.get("param") == "presence_penalty" if isinstance(e.body, dict) else "presence_penalty" in str(e),
+          "presence_penalty=3 names the param")
 try:
     client.chat.completions.create(model="tiny", messages=msgs, n=17)
     check(False, "n=17 is a 400")
