@@ -1,6 +1,8 @@
 #include "runtime/logit_adjust.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -14,10 +16,12 @@ void check(bool ok, const std::string& what) {
 }  // namespace
 
 bool LogitAdjustParams::active() const {
-  return presence_penalty != 0.0 || frequency_penalty != 0.0 || repetition_penalty != 1.0 || !logit_bias.empty();
+  return presence_penalty != 0.0 || frequency_penalty != 0.0 || repetition_penalty != 1.0 || !logit_bias.empty() ||
+         (min_tokens > 0 && !min_tokens_ids.empty()) || min_p > 0.0;
 }
 
-LogitAdjuster::LogitAdjuster(const LogitAdjustParams& params, std::span<const int32_t> prompt) : params_(params) {
+LogitAdjuster::LogitAdjuster(const LogitAdjustParams& params, std::span<const int32_t> prompt, double temperature)
+    : params_(params), temperature_(temperature) {
   check(params.presence_penalty >= -2.0 && params.presence_penalty <= 2.0, "presence_penalty must be in [-2, 2]");
   check(params.frequency_penalty >= -2.0 && params.frequency_penalty <= 2.0, "frequency_penalty must be in [-2, 2]");
   check(params.repetition_penalty > 0.0 && params.repetition_penalty <= 10.0, "repetition_penalty must be in (0, 10]");
@@ -28,6 +32,10 @@ LogitAdjuster::LogitAdjuster(const LogitAdjustParams& params, std::span<const in
           "logit_bias of id " + std::to_string(id) + " must be in [-100, 100]");
     check(biased.insert(id).second, "logit_bias lists id " + std::to_string(id) + " twice");
   }
+  check(params.min_tokens >= 0, "min_tokens must be >= 0");
+  for (const int32_t id : params.min_tokens_ids) check(id >= 0, "min_tokens id " + std::to_string(id) + " is negative");
+  check(params.min_p >= 0.0 && params.min_p <= 1.0, "min_p must be in [0, 1]");
+  check(std::isfinite(temperature) && temperature >= 0.0, "the temperature must be finite and >= 0");
   if (params.repetition_penalty != 1.0) seen_.insert(prompt.begin(), prompt.end());
 }
 
@@ -52,9 +60,22 @@ void LogitAdjuster::apply(std::span<float> logits) const {
     check(id < n, "logit_bias id " + std::to_string(id) + " is past the vocabulary (" + std::to_string(n) + " ids)");
     logits[static_cast<size_t>(id)] += bias;
   }
+  constexpr float kDropped = std::numeric_limits<float>::lowest();
+  if (generated_total_ < params_.min_tokens) {
+    for (const int32_t id : params_.min_tokens_ids) {
+      if (id < n) logits[static_cast<size_t>(id)] = kDropped;
+    }
+  }
+  if (params_.min_p > 0.0 && temperature_ > 0.0 && n > 0) {
+    const double threshold = *std::max_element(logits.begin(), logits.end()) + temperature_ * std::log(params_.min_p);
+    for (float& v : logits) {
+      if (v < threshold) v = kDropped;
+    }
+  }
 }
 
 void LogitAdjuster::record(int32_t id) {
+  ++generated_total_;
   ++generated_[id];
   if (params_.repetition_penalty != 1.0) seen_.insert(id);
 }

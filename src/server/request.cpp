@@ -77,7 +77,6 @@ bool is_number_equal(const json& v, double x) { return v.is_number() && v.get<do
 
 void reject_unsupported_common(const json& body) {
   unsupported_unless(body, "best_of", [](const json& v) { return is_number_equal(v, 1); }, "only best_of = 1");
-  unsupported_unless(body, "min_p", [](const json& v) { return is_number_equal(v, 0); }, "only 0");
   unsupported_unless(body, "response_format",
                      [](const json& v) { return v.is_object() && v.value("type", "") == "text"; },
                      "no constrained output (json_object / json_schema); only {\"type\": \"text\"}");
@@ -117,9 +116,13 @@ SamplingParams sampling(const json& body, double default_temperature) {
   return s;
 }
 
-// presence_penalty, frequency_penalty, repetition_penalty, logit_bias ({"id": bias}, ids as decimal strings).
-LogitAdjustParams logit_adjustments(const json& body, const ApiContext& ctx) {
+// presence_penalty, frequency_penalty, repetition_penalty, logit_bias ({"id": bias}, ids as decimal strings),
+// min_p, and min_tokens (which holds the request's end ids back).
+LogitAdjustParams logit_adjustments(const json& body, const ApiContext& ctx, const std::vector<int32_t>& eos_ids) {
   LogitAdjustParams a;
+  a.min_p = number(body, "min_p", 0.0, 0.0, 1.0, "min_p");
+  a.min_tokens = integer(body, "min_tokens", 0, 0, INT32_MAX, "min_tokens");
+  a.min_tokens_ids = eos_ids;
   a.presence_penalty = number(body, "presence_penalty", 0.0, -2.0, 2.0, "presence_penalty");
   a.frequency_penalty = number(body, "frequency_penalty", 0.0, -2.0, 2.0, "frequency_penalty");
   a.repetition_penalty = number(body, "repetition_penalty", 1.0, 0.0, 10.0, "repetition_penalty");
@@ -439,7 +442,7 @@ ParsedRequest parse_chat_request(const json& body, const ApiContext& ctx) {
   r.text.thinking = thinking;
   r.text.stop_strings = stop_strings(body, "stop");
   r.gen.sampling = sampling(body, 1.0);
-  r.gen.adjust = logit_adjustments(body, ctx);
+  r.gen.adjust = logit_adjustments(body, ctx, r.text.eos_ids);
   max_tokens(body, {"max_completion_tokens", "max_tokens"}, 0, ctx, r);
   r.gen.want_logprobs = boolean(body, "logprobs", false, "logprobs");
   r.gen.top_logprobs = integer(body, "top_logprobs", 0, 0, 20, "top_logprobs");
@@ -494,7 +497,7 @@ ParsedRequest parse_completion_request(const json& body, const ApiContext& ctx) 
   }
   r.text.stop_strings = stop_strings(body, "stop");
   r.gen.sampling = sampling(body, 1.0);
-  r.gen.adjust = logit_adjustments(body, ctx);
+  r.gen.adjust = logit_adjustments(body, ctx, r.text.eos_ids);
   max_tokens(body, {"max_tokens"}, 16, ctx, r);
   const int64_t logprobs = integer(body, "logprobs", -1, 0, 20, "logprobs");
   r.gen.want_logprobs = logprobs >= 0;

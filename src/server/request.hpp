@@ -2,7 +2,7 @@
 // OpenAI completions, Anthropic messages) checked and turned into one shape:
 // prompt ids, sampling, limits and text options. Every problem is an
 // ApiError 400 naming the field; a parameter that would change the output
-// but is not supported (best_of > 1, min_p, constrained output ...) is a 400
+// but is not supported (best_of > 1, constrained output ...) is a 400
 // naming it rather than being ignored.
 #pragma once
 

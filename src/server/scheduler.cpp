@@ -94,7 +94,7 @@ void Scheduler::submit(std::span<const std::shared_ptr<Job>> jobs) {
                             engine_.vocab_size(), " tokens)");
       }
     }
-    if (job->params.adjust.active()) job->adjuster_.emplace(job->params.adjust, job->params.prompt);  // validates
+    if (job->params.adjust.active()) job->adjuster_.emplace(job->params.adjust, job->params.prompt, job->params.sampling.temperature);  // validates
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

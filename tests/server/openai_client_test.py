@@ -92,7 +92,7 @@ check([c.index for c in choices] == [0, 1, 2] and len({c.message.content for c i
       "n=3: three distinct seeded choices")
 penalised = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=0,
                                            presence_penalty=2, frequency_penalty=1, logit_bias={"100": -100},
-                                           extra_body=dict(extra, repetition_penalty=1.2))
+                                           extra_body=dict(extra, repetition_penalty=1.2, min_p=0.05, min_tokens=2))
 check(penalised.usage.completion_tokens == 8, "penalties and logit_bias accepted")
 try:
     client.chat.completions.create(model="tiny", messages=msgs, presence_penalty=3)

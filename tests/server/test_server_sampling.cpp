@@ -1,5 +1,5 @@
-// Penalties and logit_bias through the HTTP API (tiny-text model, greedy):
-// a +100 bias forces its token; with presence_penalty every greedy choice is
+// Penalties, logit_bias and min_tokens through the HTTP API (tiny-text model,
+// greedy): a +100 bias forces its token, min_tokens holds EOS back; with presence_penalty every greedy choice is
 // the argmax of the step's reported (unadjusted) logprobs minus the penalty of
 // the tokens generated before it, recomputed here from the reply alone.
 #include <gtest/gtest.h>
@@ -84,6 +84,24 @@ TEST(ServerSampling, PresencePenaltyChoicesMatchTheReportedLogprobs) {
   ASSERT_EQ(plain.status, 200);
   EXPECT_EQ(again.json_body["choices"][0]["message"]["content"], r.json_body["choices"][0]["message"]["content"]);
   EXPECT_NE(plain.json_body["choices"][0]["message"]["content"], r.json_body["choices"][0]["message"]["content"]);
+}
+
+TEST(ServerSampling, MinTokensHoldsEosBack) {
+  constexpr int32_t kEos = 1;  // tiny-text's EOS: the plain request below must end with "stop" at once
+  ScriptEngine engine({kEos});  // EOS first, 30 above every other logit
+  TestServer s({}, &engine);
+  auto tokens = [&](const json& extra) {
+    json b = {{"prompt", "Hello"}, {"max_tokens", 10}, {"temperature", 0}};
+    b.update(extra);
+    const Reply r = post(s, "/v1/completions", b.dump());
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json_body["choices"][0]["finish_reason"], "stop") << r.body;
+    return r.json_body["usage"]["completion_tokens"].get<int64_t>();
+  };
+  const int64_t plain = tokens(json::object());
+  EXPECT_EQ(plain, 1);
+  EXPECT_EQ(tokens({{"min_tokens", 3}}), plain + 3);
+  EXPECT_EQ(tokens({{"min_tokens", 3}, {"logit_bias", {{std::to_string(kEos), 100}}}}), plain + 3);
 }
 
 }  // namespace
