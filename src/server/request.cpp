@@ -177,7 +177,7 @@ std::vector<std::string> stop_strings(const json& body, const std::string& key) 
   return out;
 }
 
-// n, stream, stream_options.include_usage, ignore_eos, model, eos ids.
+// n, stream, stream_options.include_usage, ignore_eos, model, eos ids (EOS unless ignore_eos, then stop_token_ids).
 void common_fields(const json& body, const ApiContext& ctx, ParsedRequest& r) {
   r.model = string_field(body, "model", "", "model");
   r.n = integer(body, "n", 1, 1, kMaxChoices, "n");
@@ -188,6 +188,22 @@ void common_fields(const json& body, const ApiContext& ctx, ParsedRequest& r) {
   }
   const bool ignore_eos = boolean(body, "ignore_eos", false, "ignore_eos");
   if (!ignore_eos && ctx.eos_id >= 0) r.text.eos_ids = {static_cast<int32_t>(ctx.eos_id)};
+  if (const json* ids = member(body, "stop_token_ids")) {  // vLLM's: they end the output like EOS
+    if (!ids->is_array()) wrong_type("stop_token_ids", "an array of token ids", *ids);
+    constexpr std::size_t kMaxStopIds = 64;
+    if (ids->size() > kMaxStopIds) {
+      MEGAMOE_BAD_REQUEST("stop_token_ids", "stop_token_ids has ", ids->size(), " entries; at most ", kMaxStopIds,
+                          " are allowed");
+    }
+    for (std::size_t i = 0; i < ids->size(); ++i) {
+      const json& v = (*ids)[i];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= ctx.model_vocab) {
+        MEGAMOE_BAD_REQUEST("stop_token_ids", "stop_token_ids[", i, "] is not a token id in [0, ", ctx.model_vocab,
+                            ")");
+      }
+      r.text.eos_ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+    }
+  }
 }
 
 // Maximum new tokens: `keys` in order (first present wins), else `def`

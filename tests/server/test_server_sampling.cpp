@@ -104,5 +104,27 @@ TEST(ServerSampling, MinTokensHoldsEosBack) {
   EXPECT_EQ(tokens({{"min_tokens", 3}, {"logit_bias", {{std::to_string(kEos), 100}}}}), plain + 3);
 }
 
+TEST(ServerSampling, StopTokenIdsEndTheOutputLikeEos) {
+  const std::vector<int32_t> ids = tiny_tokenizer().encode(" the cat sat on the mat");
+  ASSERT_GE(ids.size(), 4u);
+  ScriptEngine engine(ids);
+  TestServer s({}, &engine);
+  auto reply = [&](const json& extra) {
+    json b = {{"prompt", "Hello"}, {"max_tokens", 4}, {"temperature", 0}};
+    b.update(extra);
+    const Reply r = post(s, "/v1/completions", b.dump());
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.json_body["choices"][0];
+  };
+  EXPECT_EQ(reply(json::object())["finish_reason"], "length");
+  const json stopped = reply({{"stop_token_ids", {ids[2]}}});
+  EXPECT_EQ(stopped["finish_reason"], "stop");
+  EXPECT_EQ(stopped["text"], tiny_tokenizer().decode({ids[0], ids[1]}));  // the stop id itself is not printed
+  // ignore_eos leaves them on; min_tokens holds them back (the script's id at step 1 is then not chosen).
+  EXPECT_EQ(reply({{"stop_token_ids", {ids[2]}}, {"ignore_eos", true}})["finish_reason"], "stop");
+  EXPECT_EQ(reply({{"stop_token_ids", {ids[1]}}})["finish_reason"], "stop");
+  EXPECT_EQ(reply({{"stop_token_ids", {ids[1]}}, {"min_tokens", 2}})["finish_reason"], "length");
+}
+
 }  // namespace
 }  // namespace megamoe::server::testing
