@@ -33,7 +33,9 @@ LogitAdjuster::LogitAdjuster(const LogitAdjustParams& params, std::span<const in
     check(biased.insert(id).second, "logit_bias lists id " + std::to_string(id) + " twice");
   }
   check(params.min_tokens >= 0, "min_tokens must be >= 0");
-  for (const int32_t id : params.min_tokens_ids) check(id >= 0, "min_tokens id " + std::to_string(id) + " is negative");
+  for (const int32_t id : params.min_tokens_ids) {
+    check(id >= 0, "min_tokens id " + std::to_string(id) + " is negative");
+  }
   check(params.min_p >= 0.0 && params.min_p <= 1.0, "min_p must be in [0, 1]");
   check(std::isfinite(temperature) && temperature >= 0.0, "the temperature must be finite and >= 0");
   if (params.repetition_penalty != 1.0) seen_.insert(prompt.begin(), prompt.end());
@@ -57,7 +59,9 @@ void LogitAdjuster::apply(std::span<float> logits) const {
     }
   }
   for (const auto& [id, bias] : params_.logit_bias) {
-    check(id < n, "logit_bias id " + std::to_string(id) + " is past the vocabulary (" + std::to_string(n) + " ids)");
+    if (id >= n) {
+      check(false, "logit_bias id " + std::to_string(id) + " is past the vocabulary (" + std::to_string(n) + " ids)");
+    }
     logits[static_cast<size_t>(id)] += bias;
   }
   constexpr float kDropped = std::numeric_limits<float>::lowest();

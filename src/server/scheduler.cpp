@@ -94,7 +94,9 @@ void Scheduler::submit(std::span<const std::shared_ptr<Job>> jobs) {
                             engine_.vocab_size(), " tokens)");
       }
     }
-    if (job->params.adjust.active()) job->adjuster_.emplace(job->params.adjust, job->params.prompt, job->params.sampling.temperature);  // validates
+    if (job->params.adjust.active()) {  // the constructor validates
+      job->adjuster_.emplace(job->params.adjust, job->params.prompt, job->params.sampling.temperature);
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -37,9 +37,11 @@ TEST(ServerSampling, PositiveBiasForcesTheToken) {
 
 TEST(ServerSampling, NegativeBiasBansTheGreedyToken) {
   TestServer s;
-  const Reply plain = post(s, "/v1/completions", R"({"prompt": "Hello", "max_tokens": 1, "temperature": 0, "ignore_eos": true})");
+  const Reply plain =
+      post(s, "/v1/completions", R"({"prompt": "Hello", "max_tokens": 1, "temperature": 0, "ignore_eos": true})");
   ASSERT_EQ(plain.status, 200) << plain.body;
-  const std::vector<int32_t> first = tiny_tokenizer().encode(plain.json_body["choices"][0]["text"].get<std::string>());
+  const std::vector<int32_t> first =
+      tiny_tokenizer().encode(plain.json_body["choices"][0]["text"].get<std::string>());
   ASSERT_EQ(first.size(), 1u) << plain.body;
   const Reply banned = post(s, "/v1/completions",
                             json{{"prompt", "Hello"}, {"max_tokens", 1}, {"temperature", 0}, {"ignore_eos", true},
