@@ -60,7 +60,8 @@ void LogitAdjuster::apply(std::span<float> logits) const {
   }
   for (const auto& [id, bias] : params_.logit_bias) {
     if (id >= n) {
-      check(false, "logit_bias id " + std::to_string(id) + " is past the vocabulary (" + std::to_string(n) + " ids)");
+      throw std::invalid_argument("logit adjustment: logit_bias id " + std::to_string(id) +
+                                  " is past the vocabulary (" + std::to_string(n) + " ids)");
     }
     logits[static_cast<size_t>(id)] += bias;
   }
